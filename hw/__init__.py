@@ -1,0 +1,1 @@
+"""What touches the physical unit: GPIO buttons and LEDs, the audio device bridge."""

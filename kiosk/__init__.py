@@ -1,0 +1,1 @@
+"""The kiosk desk unit."""

@@ -1,0 +1,155 @@
+"""What the SIP agent tells the desk, and what the desk tells the front-ends.
+
+Small frozen dataclasses with no behaviour: they cross threads (agent thread ->
+desk, desk -> Kivy / GPIO / control socket), so they must be immutable. Every
+event serialises to one JSON object with `as_json()` for `kiosk ctl events`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+class Event:
+    """Base of every event; `kind` is the JSON name."""
+
+    kind: str = "event"
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        data["event"] = self.kind
+        return data
+
+
+# --- agent -> desk ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineState(Event):
+    """A line's registration changed. `code` is the SIP status of the last REGISTER."""
+
+    line: str
+    registered: bool
+    code: int
+    reason: str
+    kind = "line"
+
+
+@dataclass(frozen=True)
+class IncomingCall(Event):
+    """A call rang on one of our lines (already filtered for trusted hosts)."""
+
+    call: int
+    line: str
+    remote: str
+    kind = "incoming"
+
+
+@dataclass(frozen=True)
+class CallProgress(Event):
+    """A call's SIP state moved. `state`: dialling|ringing|early|talking|ended."""
+
+    call: int
+    state: str
+    code: int = 0
+    reason: str = ""
+    remote: str = ""
+    kind = "progress"
+
+
+@dataclass(frozen=True)
+class CallMedia(Event):
+    """The call's media direction after an offer/answer: held by us, by them, or active."""
+
+    call: int
+    local_hold: bool
+    remote_hold: bool
+    kind = "media"
+
+
+@dataclass(frozen=True)
+class TransferProgress(Event):
+    """A NOTIFY about a REFER we sent: status code of the transferee's new call."""
+
+    call: int
+    code: int
+    reason: str
+    final: bool
+    kind = "transfer"
+
+
+@dataclass(frozen=True)
+class AgentAlert(Event):
+    """Something the operator or the maintainer should know that is not a call event."""
+
+    message: str
+    kind = "alert"
+
+
+# --- desk -> front-ends ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowChanged(Event):
+    """A row of the call table was added or changed; `row` is `Row.as_json()`."""
+
+    row: dict[str, Any]
+    kind = "row"
+
+
+@dataclass(frozen=True)
+class RowRemoved(Event):
+    row_id: int
+    reason: str = ""
+    kind = "row_removed"
+
+
+@dataclass(frozen=True)
+class SelectionChanged(Event):
+    rows: tuple[int, ...]
+    kind = "selection"
+
+
+@dataclass(frozen=True)
+class ParamsChanged(Event):
+    """Line / Number / Route changed."""
+
+    line: str
+    number: str
+    route: str
+    kind = "params"
+
+
+@dataclass(frozen=True)
+class LineChanged(Event):
+    line: str
+    registered: bool
+    code: int
+    reason: str
+    kind = "line"
+
+
+@dataclass(frozen=True)
+class NumberRequired(Event):
+    """An action needs a number and the Number field is empty: ask the operator."""
+
+    action: str
+    kind = "number_required"
+
+
+@dataclass(frozen=True)
+class ActionFailed(Event):
+    """An action was refused or failed; `reason` is for the operator to read."""
+
+    action: str
+    reason: str
+    row_id: int | None = None
+    kind = "action_failed"
+
+
+@dataclass(frozen=True)
+class Alert(Event):
+    message: str
+    kind = "alert"
