@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from . import events as ev
@@ -27,6 +29,10 @@ log = logging.getLogger("kiosk.desk")
 
 #: How long a command waits for the agent thread to accept it.
 AGENT_TIMEOUT = 5.0
+#: How long a transfer may go without a final NOTIFY before the operator is told.
+TRANSFER_TIMEOUT = 30.0
+#: How long `pickup` waits for the intercepted call to be answered.
+PICKUP_TIMEOUT = 8.0
 
 
 class AgentError(Exception):
@@ -37,11 +43,17 @@ class Agent(Protocol):
     """What the desk needs from a SIP agent. Every call returns at once; the
     Future resolves when the agent thread has done (or refused) the request."""
 
-    def start(self, listener: Callable[[ev.Event], None]) -> None: ...
+    def start(self, listener: Callable[[ev.Event], None], new_id: Callable[[], int]) -> None: ...
     def stop(self) -> None: ...
     def dial(self, call: int, line: str, uri: str, route: str | None) -> Future[None]: ...
     def answer(self, call: int) -> Future[None]: ...
     def hangup(self, call: int) -> Future[None]: ...
+    def hold(self, call: int) -> Future[None]: ...
+    def unhold(self, call: int) -> Future[None]: ...
+    def transfer(self, call: int, uri: str) -> Future[None]: ...
+    def transfer_replaces(self, call: int, target: int) -> Future[None]: ...
+    def conference(self, calls: list[int]) -> Future[None]: ...
+    def record(self, call: int, path: str | None) -> Future[None]: ...
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Row:
     local_hold: bool = False
     remote_hold: bool = False
     note: str = ""  # last progress text for the operator (e.g. "transfer: 180 Ringing")
+    recording_path: str = ""
 
     def as_json(self) -> dict[str, Any]:
         now = time.time()
@@ -75,6 +88,15 @@ class Row:
             "recording": self.recording,
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A transfer in flight: which kind, to whom, and the consult row for confirm."""
+
+    mode: str  # "quick" | "confirm"
+    to: str
+    consult: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,14 +127,20 @@ class Desk:
         self.registered: dict[str, ev.LineState] = {
             line.id: ev.LineState(line.id, False, 0, "not registered yet") for line in profile.lines
         }
+        self.transfers: dict[int, Transfer] = {}
+        self.consults: dict[int, int] = {}  # consult row -> held row
+        self.pending_conference: tuple[int, int] | None = None  # (held B, dialled C)
+        self.conference_rows: set[int] = set()
+        self.ended_reasons: dict[int, str] = {}
         self._lock = threading.RLock()
+        self._changed_cv = threading.Condition(self._lock)
         self._listeners: list[Callable[[ev.Event], None]] = []
 
     # --- wiring ------------------------------------------------------------
 
     def start(self) -> None:
         """Start the agent with this desk as its listener."""
-        self.agent.start(self.on_agent_event)
+        self.agent.start(self.on_agent_event, lambda: next(self.ids))
 
     def stop(self) -> None:
         self.agent.stop()
@@ -146,7 +174,9 @@ class Desk:
         return Outcome.refuse(reason)
 
     def _changed(self, row: Row) -> None:
-        self._emit(ev.RowChanged(row.as_json()))
+        with self._changed_cv:
+            self._changed_cv.notify_all()
+            self._emit(ev.RowChanged(row.as_json()))
 
     def _wait(self, action: str, fut: Future[None], row_id: int | None = None) -> Outcome | None:
         """Wait (without the lock) for the agent; None when it succeeded."""
@@ -250,29 +280,13 @@ class Desk:
     def dial(self, number: str | None = None) -> Outcome:
         """Call the Number on the chosen Line and Route."""
         action = "dial"
+        got = self._number(action, number)
+        if isinstance(got, Outcome):
+            return got
         with self._lock:
-            got = self._number(action, number)
-            if isinstance(got, Outcome):
-                return got
             route_id = self.route or None
             line_id = self.profile.route(route_id).line if route_id else self.line
-            if not self.registered[line_id].registered:
-                state = self.registered[line_id]
-                return self._refuse(action, f"line {line_id} is not registered ({state.reason})")
-            if len(self.rows) >= MAX_CALLS:
-                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls")
-            uri = self.target_uri(got, line_id, route_id)
-            row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id)
-            self.rows[row.id] = row
-            self.selection = [row.id]
-            log.info("row %d: dial %s on line %s route %s", row.id, uri, line_id, route_id)
-            self._changed(row)
-            self._emit(ev.SelectionChanged(tuple(self.selection)))
-        failed = self._wait(action, self.agent.dial(row.id, line_id, uri, route_id), row.id)
-        if failed:
-            self._drop(row.id, failed.reason)
-            return failed
-        return Outcome(True, data={"row": row.id, "uri": uri})
+        return self._dial_on(action, got, line_id, route_id)
 
     def answer(self) -> Outcome:
         """Answer the selected ringing call."""
@@ -291,6 +305,311 @@ class Desk:
             return row
         log.info("row %d: hang up", row.id)
         return self._wait("hangup", self.agent.hangup(row.id), row.id) or Outcome(True, data={"row": row.id})
+
+    # --- call control ------------------------------------------------------
+
+    def hold(self) -> Outcome:
+        """Put the selected call on hold; the line is then free for other calls."""
+        row = self._one_selected("hold")
+        if isinstance(row, Outcome):
+            return row
+        if row.local_hold:
+            return self._refuse("hold", f"call {row.id} is already on hold", row.id)
+        if row.state not in ("talking", "in conference"):
+            return self._refuse("hold", f"call {row.id} is {row.state}: only a call in conversation can be held", row.id)
+        log.info("row %d: hold", row.id)
+        return self._wait("hold", self.agent.hold(row.id), row.id) or Outcome(True, data={"row": row.id})
+
+    def connect(self) -> Outcome:
+        """Take the selected held call off hold; any other call in conversation is held first."""
+        row = self._one_selected("connect")
+        if isinstance(row, Outcome):
+            return row
+        if not row.local_hold:
+            return self._refuse("connect", f"call {row.id} is not on hold", row.id)
+        with self._lock:
+            others = [r for r in self.rows.values()
+                      if r.id != row.id and r.state == "talking" and not r.local_hold]
+        for other in others:  # never two conversations into one headset
+            failed = self._wait("connect", self.agent.hold(other.id), other.id)
+            if failed:
+                return failed
+        log.info("row %d: connect", row.id)
+        return self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
+
+    def transfer(self, mode: str, number: str | None = None) -> Outcome:
+        """Transfer the selected call: quick (blind), consult, or confirm."""
+        if mode == "quick":
+            return self._transfer_quick(number)
+        if mode == "consult":
+            return self._transfer_consult(number)
+        if mode == "confirm":
+            return self._transfer_confirm()
+        return self._refuse("transfer", f"unknown transfer {mode!r}; use quick, consult or confirm")
+
+    def _transfer_quick(self, number: str | None) -> Outcome:
+        action = "quick transfer"
+        row = self._one_selected(action)
+        if isinstance(row, Outcome):
+            return row
+        if row.state not in ("talking", "on hold"):
+            return self._refuse(action, f"call {row.id} is {row.state}: only an answered call can be transferred", row.id)
+        got = self._number(action, number)
+        if isinstance(got, Outcome):
+            return got
+        uri = self.target_uri(got, row.line, None)
+        with self._lock:
+            self.transfers[row.id] = Transfer("quick", uri)
+            row.note = f"transferring to {uri}"
+            self._changed(row)
+        log.info("row %d: quick transfer to %s", row.id, uri)
+        failed = self._wait(action, self.agent.transfer(row.id, uri), row.id)
+        if failed:
+            with self._lock:
+                self.transfers.pop(row.id, None)
+            return failed
+        self._arm_transfer_timeout(row.id)
+        return Outcome(True, data={"row": row.id, "to": uri})
+
+    def _transfer_consult(self, number: str | None) -> Outcome:
+        action = "consult transfer"
+        row = self._one_selected(action)
+        if isinstance(row, Outcome):
+            return row
+        if row.state != "talking" and not row.local_hold:
+            return self._refuse(action, f"call {row.id} is {row.state}: consult needs an answered call", row.id)
+        got = self._number(action, number)
+        if isinstance(got, Outcome):
+            return got
+        if not row.local_hold:
+            failed = self._wait(action, self.agent.hold(row.id), row.id)
+            if failed:
+                return failed
+        out = self._dial_on(action, got, row.line, None)
+        if not out.ok:
+            return out
+        with self._lock:
+            consult = out.data["row"]
+            self.consults[consult] = row.id
+            row.note = f"held for consultation with row {consult}"
+            self._changed(row)
+        return Outcome(True, data={"row": consult, "held": row.id})
+
+    def _consult_pair(self, action: str) -> tuple[int, int] | Outcome:
+        """(held row, consult row) for the selection, or the only pair there is."""
+        with self._lock:
+            pairs = list(self.consults.items())
+            chosen = {r.id for r in self.selected()}
+            for consult, held in pairs:
+                if consult in chosen or held in chosen:
+                    return held, consult
+            if len(pairs) == 1:
+                return pairs[0][1], pairs[0][0]
+        return self._refuse(action, "no consultation to confirm: use transfer consult first")
+
+    def _transfer_confirm(self) -> Outcome:
+        action = "confirm transfer"
+        pair = self._consult_pair(action)
+        if isinstance(pair, Outcome):
+            return pair
+        held, consult = pair
+        with self._lock:
+            crow, hrow = self.rows.get(consult), self.rows.get(held)
+            if crow is None or hrow is None:
+                return self._refuse(action, "the consultation has ended")
+            if crow.state not in ("talking", "on hold"):
+                return self._refuse(action, f"row {consult} has not answered yet ({crow.state}): "
+                                            "wait for the answer, or use a quick transfer", consult)
+            self.transfers[held] = Transfer("confirm", crow.remote, consult)
+            hrow.note = f"transferring to {crow.remote}"
+            self._changed(hrow)
+        log.info("row %d: confirm transfer to row %d", held, consult)
+        failed = self._wait(action, self.agent.transfer_replaces(held, consult), held)
+        if failed:
+            with self._lock:
+                self.transfers.pop(held, None)
+            return failed
+        self._arm_transfer_timeout(held)
+        return Outcome(True, data={"row": held, "to": consult})
+
+    def _arm_transfer_timeout(self, row_id: int) -> None:
+        timer = threading.Timer(TRANSFER_TIMEOUT, self._transfer_timed_out, (row_id, self.transfers.get(row_id)))
+        timer.daemon = True
+        timer.start()
+
+    def _transfer_timed_out(self, row_id: int, transfer: "Transfer | None") -> None:
+        with self._lock:
+            if transfer is None or self.transfers.get(row_id) is not transfer:
+                return
+            del self.transfers[row_id]
+            row = self.rows.get(row_id)
+            if row:
+                row.note = "transfer timed out"
+                self._changed(row)
+        self._refuse(f"{transfer.mode} transfer",
+                     f"transfer of call {row_id} got no answer in {TRANSFER_TIMEOUT:.0f} s: the call stays with you",
+                     row_id)
+
+    def conference(self, number: str | None = None) -> Outcome:
+        """Build a conference: three-party (hold and dial, then join) or join the selected rows."""
+        action = "conference"
+        rows = self.selected()
+        with self._lock:
+            pending = self.pending_conference
+        if len(rows) > 1:
+            return self._join(action, [r.id for r in rows])
+        if pending and pending[1] in self.rows:
+            b, c = pending
+            crow = self.rows[c]
+            if crow.state not in ("talking", "on hold"):
+                return self._refuse(action, f"row {c} has not answered yet ({crow.state})", c)
+            with self._lock:
+                self.pending_conference = None
+            return self._join(action, [b, c])
+        if not rows:
+            return self._refuse(action, "no call selected")
+        row = rows[0]
+        if row.state != "talking" or row.local_hold:
+            return self._refuse(action, f"call {row.id} is {row.state}: talk to the first party, "
+                                        "or select the rows to join", row.id)
+        got = self._number(action, number)
+        if isinstance(got, Outcome):
+            return got
+        failed = self._wait(action, self.agent.hold(row.id), row.id)
+        if failed:
+            return failed
+        out = self._dial_on(action, got, row.line, None)
+        if not out.ok:
+            return out
+        with self._lock:
+            self.pending_conference = (row.id, out.data["row"])
+        return Outcome(True, data={"row": out.data["row"], "held": row.id,
+                                   "next": "press conference again when the party answers"})
+
+    def _join(self, action: str, ids: list[int]) -> Outcome:
+        with self._lock:
+            for rid in ids:
+                row = self.rows.get(rid)
+                if row is None:
+                    return self._refuse(action, f"no call row {rid}")
+                if row.state not in ("talking", "on hold", "in conference"):
+                    return self._refuse(action, f"call {rid} is {row.state}: only answered calls can join", rid)
+            members = set(ids) | (self.conference_rows if self.conference_rows & set(ids) else set())
+            if len(members) > MAX_CALLS:
+                return self._refuse(action, f"a conference holds at most {MAX_CALLS} remote parties here")
+            held = [rid for rid in members if self.rows[rid].local_hold]
+        failed = self._wait(action, self.agent.conference(sorted(members)))
+        if failed:
+            return failed
+        with self._lock:
+            self.conference_rows = set(members)
+            for rid in members:
+                row = self.rows.get(rid)
+                if row:
+                    row.state = "in conference" if not row.local_hold else row.state
+                    self._changed(row)
+        for rid in held:
+            failed = self._wait(action, self.agent.unhold(rid), rid)
+            if failed:
+                return failed
+        log.info("conference: rows %s", sorted(members))
+        return Outcome(True, data={"conference": sorted(members)})
+
+    def pickup(self, number: str | None = None) -> Outcome:
+        """Intercept the call ringing on the internal number (the server's feature code)."""
+        action = "pickup"
+        got = self._number(action, number)
+        if isinstance(got, Outcome):
+            return got
+        if got.startswith(("sip:", "sips:")) or "@" in got:
+            return self._refuse(action, f"pickup needs an internal number, not {got!r}")
+        out = self._dial_on(action, self.profile.pickup.prefix + got, self.line, None, note=f"pickup of {got}")
+        if not out.ok:
+            return out
+        row_id = out.data["row"]
+        waited = self._await_row(row_id, ("talking",), PICKUP_TIMEOUT)
+        if waited is None:
+            reason = self.ended_reasons.get(row_id, "no answer")
+            return self._refuse(action, f"nothing to pick up on {got}: {reason}")
+        return Outcome(True, data={"row": row_id, "remote": waited.remote})
+
+    def record(self, action: str) -> Outcome:
+        """Start or stop recording the selected call."""
+        name = f"record {action}"
+        if action not in ("start", "stop"):
+            return self._refuse("record", f"unknown record action {action!r}; use start or stop")
+        row = self._one_selected(name)
+        if isinstance(row, Outcome):
+            return row
+        if action == "stop" and self.profile.recording.always:
+            return self._refuse(name, "recording is always on in this unit's profile: every call is recorded", row.id)
+        if action == "start":
+            if row.recording:
+                return self._refuse(name, f"call {row.id} is already being recorded", row.id)
+            if row.state not in ("talking", "on hold", "in conference"):
+                return self._refuse(name, f"call {row.id} is {row.state}: only an answered call can be recorded", row.id)
+            path = self.recording_path(row)
+            failed = self._wait(name, self.agent.record(row.id, str(path)), row.id)
+            if failed:
+                return failed
+            with self._lock:
+                row.recording = True
+                row.recording_path = str(path)
+                self._changed(row)
+            return Outcome(True, data={"row": row.id, "file": str(path)})
+        if not row.recording:
+            return self._refuse(name, f"call {row.id} is not being recorded", row.id)
+        failed = self._wait(name, self.agent.record(row.id, None), row.id)
+        if failed:
+            return failed
+        with self._lock:
+            row.recording = False
+            self._changed(row)
+        return Outcome(True, data={"row": row.id, "file": row.recording_path})
+
+    def recording_path(self, row: Row) -> Path:
+        """`<dir>/<date-time>_<line>_<in|out>_<remote>.wav`, unsafe characters replaced."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+        remote = re.sub(r"[^A-Za-z0-9+._-]+", "_", re.sub(r"^.*<|>.*$|^sips?:", "", row.remote))[:48]
+        directory = self.profile.recording.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{stamp}_{row.line}_{row.direction}_{remote}_{row.id}.wav"
+
+    def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
+                 note: str = "") -> Outcome:
+        """Place a call for an action other than Call itself (consult, conference, pickup)."""
+        with self._lock:
+            if not self.registered[line_id].registered:
+                return self._refuse(action, f"line {line_id} is not registered ({self.registered[line_id].reason})")
+            if len(self.rows) >= MAX_CALLS:
+                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls")
+            uri = self.target_uri(number, line_id, route_id)
+            row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id, note=note)
+            self.rows[row.id] = row
+            self.selection = [row.id]
+            log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
+            self._changed(row)
+            self._emit(ev.SelectionChanged(tuple(self.selection)))
+        failed = self._wait(action, self.agent.dial(row.id, line_id, uri, route_id), row.id)
+        if failed:
+            self._drop(row.id, failed.reason)
+            return failed
+        return Outcome(True, data={"row": row.id, "uri": uri})
+
+    def _await_row(self, row_id: int, states: tuple[str, ...], timeout: float) -> Row | None:
+        """Wait until the row reaches one of the states (None if it ended or timed out)."""
+        deadline = time.monotonic() + timeout
+        with self._changed_cv:
+            while True:
+                row = self.rows.get(row_id)
+                if row is None:
+                    return None
+                if row.state in states:
+                    return row
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed_cv.wait(left)
 
     # --- agent events (agent thread) --------------------------------------
 
@@ -313,7 +632,10 @@ class Desk:
                 row = self.rows.get(event.call)
                 if row:
                     row.local_hold, row.remote_hold = event.local_hold, event.remote_hold
+                    row.state = self._talk_state(row)
                     self._changed(row)
+            elif isinstance(event, ev.TransferProgress):
+                self._transfer_progress(event)
             elif isinstance(event, ev.AgentAlert):
                 log.warning("alert: %s", event.message)
                 self._emit(ev.Alert(event.message))
@@ -332,19 +654,84 @@ class Desk:
             row.answered = time.time()
         if event.state == "early":
             row.state = "ringing"
+        elif event.state == "talking":
+            row.state = self._talk_state(row)
         else:
             row.state = event.state
         log.info("row %d: %s %s", row.id, row.state, event.code or "")
         self._changed(row)
 
+    def _talk_state(self, row: Row) -> str:
+        """The state word of an answered call from its hold flags and conference."""
+        if row.local_hold:
+            return "on hold"
+        if row.remote_hold:
+            return "held by remote"
+        if row.id in self.conference_rows:
+            return "in conference"
+        if row.id in self.consults:
+            return "consulting"
+        return "talking"
+
+    def _transfer_progress(self, event: ev.TransferProgress) -> None:
+        row = self.rows.get(event.call)
+        transfer = self.transfers.get(event.call)
+        if row is None or transfer is None:
+            return
+        row.note = f"transfer: {event.code} {event.reason}"
+        self._changed(row)
+        if not event.final:
+            return
+        del self.transfers[event.call]
+        if 200 <= event.code < 300:
+            log.info("row %d: transfer done, leaving the call", row.id)
+            self.agent.hangup(row.id)  # not waited: we are on the agent thread
+            if transfer.consult is not None:
+                # The consulted party should drop our leg when it is replaced;
+                # if it never does, do not leave a ghost call on the desk.
+                timer = threading.Timer(5.0, self._release_consult, (transfer.consult,))
+                timer.daemon = True
+                timer.start()
+        else:
+            self._refuse(f"{transfer.mode} transfer",
+                         f"transfer of call {row.id} failed: {event.code} {event.reason}; the call stays with you",
+                         row.id)
+
+    def _release_consult(self, row_id: int) -> None:
+        if row_id in self.rows:
+            log.info("row %d: consulted leg not released by the far end after confirm: hanging up", row_id)
+            self.agent.hangup(row_id)
+
     def _drop(self, row_id: int, reason: str) -> None:
-        with self._lock:
+        with self._changed_cv:
             if self.rows.pop(row_id, None) is None:
                 return
             log.info("row %d: ended (%s)", row_id, reason)
+            self.ended_reasons[row_id] = reason
+            if len(self.ended_reasons) > 64:
+                self.ended_reasons.pop(next(iter(self.ended_reasons)))
             if row_id in self.selection:
                 self.selection.remove(row_id)
+            held = self.consults.pop(row_id, None)
+            if held is not None and held in self.rows:
+                self.rows[held].note = f"consultation ended ({reason})"
+                self._changed(self.rows[held])
+            for consult, h in list(self.consults.items()):
+                if h == row_id:
+                    del self.consults[consult]
+            self.transfers.pop(row_id, None)
+            if self.pending_conference and row_id in self.pending_conference:
+                self.pending_conference = None
+            self.conference_rows.discard(row_id)
+            if len(self.conference_rows) == 1:  # one party left: an ordinary call
+                last = self.rows.get(next(iter(self.conference_rows)))
+                self.conference_rows.clear()
+                if last and last.state == "in conference":
+                    last.state = "talking"
+                    self._changed(last)
+            self._changed_cv.notify_all()
             self._emit(ev.RowRemoved(row_id, reason))
 
 
-COMMANDS = ("select", "set", "dial", "answer", "hangup")
+COMMANDS = ("select", "set", "dial", "answer", "hangup", "hold", "connect", "transfer",
+            "conference", "pickup", "record")

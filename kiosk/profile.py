@@ -7,8 +7,16 @@ the key and what would be right, instead of surfacing later as a SIP failure.
 
 from __future__ import annotations
 
+import datetime as _dt
+import difflib
+import ipaddress
+import os
+import re
+import stat
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 #: pjsua2 2.15 (the x86_64 wheel) aborts the process on the 9th Account.create().
 MAX_ACCOUNTS = 8
@@ -125,3 +133,8 @@ class Profile:
             if route.id == route_id:
                 return route
         raise KeyError(route_id)
+
+    @property
+    def accounts(self) -> int:
+        """How many pjsua2 accounts this profile needs (see `accounts_needed`)."""
+        return accounts_needed(self.lines, self.routes)

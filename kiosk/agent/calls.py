@@ -1,0 +1,189 @@
+"""The pjsua2 Call subclass and the registry that keeps every live call referenced.
+
+Dropping the last Python reference to a live pjsua2 Call hangs it up silently
+(BYE, no DISCONNECTED callback: measured), so every call stays in the registry
+until its DISCONNECTED callback, and is removed from it on the next turn of the
+agent loop, never inside the callback itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from .. import events as ev
+from ..desk import AgentError
+
+if TYPE_CHECKING:
+    from .thread import PjAgent
+
+log = logging.getLogger("kiosk.agent.calls")
+
+_STATES = {
+    pj.PJSIP_INV_STATE_CALLING: "dialling",
+    pj.PJSIP_INV_STATE_INCOMING: "ringing",
+    pj.PJSIP_INV_STATE_EARLY: "early",
+    pj.PJSIP_INV_STATE_CONNECTING: "talking",
+    pj.PJSIP_INV_STATE_CONFIRMED: "talking",
+    pj.PJSIP_INV_STATE_DISCONNECTED: "ended",
+}
+
+
+def remote_party(uri: str) -> str:
+    """`"Name" <sip:1002@host>;tag=x` -> `Name <sip:1002@host>` (or the bare URI)."""
+    uri = uri.strip()
+    m = re.match(r'\s*(?:"([^"]*)"|([^<]*?))\s*<([^>]*)>', uri)
+    if m:
+        name = (m.group(1) or m.group(2) or "").strip()
+        return f"{name} <{m.group(3)}>" if name else m.group(3)
+    return uri.split(";", 1)[0]
+
+
+class KCall(pj.Call):
+    """One call of the unit; `id` is the desk's row id."""
+
+    def __init__(self, agent: "PjAgent", account: pj.Account, call_id: int, direction: str,
+                 pj_call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, pj_call_id)
+        self.agent = agent
+        self.id = call_id
+        self.direction = direction
+        self.ended = False
+        self.local_hold = False
+        self.remote_hold = False
+        self.media_active = False
+        self.silent = False  # a refused (untrusted) call: the desk never hears of it
+
+    # --- callbacks (agent thread, inside pjsua2) ---------------------------
+
+    def onCallState(self, prm: "pj.OnCallStateParam") -> None:
+        info = self.getInfo()
+        state = _STATES.get(info.state, "dialling")
+        if state == "ended":
+            self.ended = True
+            self.agent.deferred.append(lambda: self.agent.calls.remove(self.id))
+            if self.agent.media:
+                self.agent.media.forget(self)
+        log.info("call %d: %s %s %s", self.id, info.stateText, info.lastStatusCode, info.lastReason)
+        if self.silent:
+            return
+        self.agent.emit(ev.CallProgress(self.id, state, int(info.lastStatusCode), info.lastReason,
+                                        remote_party(info.remoteUri)))
+
+    def onCallMediaState(self, prm: "pj.OnCallMediaStateParam") -> None:
+        info = self.getInfo()
+        local_hold = remote_hold = False
+        active = False
+        for mi in info.media:
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            if mi.status == pj.PJSUA_CALL_MEDIA_LOCAL_HOLD:
+                local_hold = True
+            elif mi.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD:
+                remote_hold = True
+                active = True
+            elif mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                active = True
+        self.local_hold, self.remote_hold, self.media_active = local_hold, remote_hold, active
+        # Every re-INVITE tears down the call's bridge connections: wire them again.
+        if self.agent.media:
+            self.agent.media.rewire(self)
+        self.agent.emit(ev.CallMedia(self.id, local_hold, remote_hold))
+
+    def onCallTransferStatus(self, prm: "pj.OnCallTransferStatusParam") -> None:
+        code = int(prm.statusCode)
+        log.info("call %d: transfer status %s %s final=%s", self.id, code, prm.reason, prm.finalNotify)
+        self.agent.emit(ev.TransferProgress(self.id, code, prm.reason, bool(prm.finalNotify)))
+        # Keep our leg up and decide ourselves: the desk hangs up on success.
+        prm.cont = not prm.finalNotify
+
+    # --- requests (agent thread, from the queue) ---------------------------
+
+    def audio(self) -> "pj.AudioMedia | None":
+        """The call's audio in the conference bridge, when it has one."""
+        info = self.getInfo()
+        for mi in info.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
+                    pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                try:
+                    return self.getAudioMedia(mi.index)
+                except pj.Error:
+                    return None
+        return None
+
+    def answer_now(self) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = 200
+        self.answer(prm)
+
+    def ring_now(self) -> None:
+        """Send 180 Ringing for an incoming call (outside onIncomingCall)."""
+        if self.ended:
+            return
+        prm = pj.CallOpParam()
+        prm.statusCode = 180
+        self.answer(prm)
+
+    def reject_now(self, code: int, reason: str = "") -> None:
+        if self.ended:
+            return
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        self.hangup(prm)
+
+    def hangup_now(self) -> None:
+        if self.ended:
+            return
+        prm = pj.CallOpParam()
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_INCOMING or (
+                info.state == pj.PJSIP_INV_STATE_EARLY and info.role == pj.PJSIP_ROLE_UAS):
+            prm.statusCode = 486  # reject a ringing call: Busy Here
+        self.hangup(prm)
+
+    def hold_now(self) -> None:
+        if self.local_hold:
+            raise AgentError(f"call {self.id} is already on hold")
+        self.setHold(pj.CallOpParam(True))
+
+    def unhold_now(self) -> None:
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        self.reinvite(prm)
+
+    def transfer_now(self, uri: str) -> None:
+        self.xfer(uri, pj.CallOpParam(True))
+
+    def transfer_replaces_now(self, target: "KCall") -> None:
+        self.xferReplaces(target, pj.CallOpParam(True))
+
+
+class CallRegistry:
+    """Every KCall the agent made or took, by row id, until pjsua2 is done with it."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, KCall] = {}
+
+    def add(self, call: KCall) -> None:
+        self._calls[call.id] = call
+
+    def get(self, call_id: int) -> KCall | None:
+        call = self._calls.get(call_id)
+        return None if call is None or call.ended else call
+
+    def remove(self, call_id: int) -> None:
+        self._calls.pop(call_id, None)
+
+    def all(self) -> list[KCall]:
+        return list(self._calls.values())
+
+    def active(self) -> list[KCall]:
+        return [c for c in self._calls.values() if not c.ended]
+
+    def clear(self) -> None:
+        self._calls.clear()

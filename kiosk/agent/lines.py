@@ -1,0 +1,136 @@
+"""pjsua2 accounts: one per profile line, plus one per route that has its own trunk proxy.
+
+A trunk route is an account with the line's identity and credentials, the
+trunk as its only proxy and no registrar (measured to work: DESIGN.md); the
+profile refuses more accounts than the wheel can hold (8; the 9th aborts).
+Incoming calls are screened here against `[sip] trusted` before the desk
+hears of them; the reject itself is deferred out of the callback because
+pjsua2 aborts when a call without SDP is answered or rejected inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from .. import events as ev
+from ..desk import AgentError
+from ..profile import Line, Profile
+from .calls import KCall, remote_party
+
+if TYPE_CHECKING:
+    from .thread import PjAgent
+
+log = logging.getLogger("kiosk.agent.lines")
+
+FIRST_RETRY_S = 10
+RETRY_S = 60
+
+
+def _with_lr(uri: str) -> str:
+    return uri if ";lr" in uri else uri + ";lr"
+
+
+def source_host(src: str) -> str:
+    """`127.0.0.1:5060` / `[::1]:5060` -> host."""
+    src = src.strip()
+    if src.startswith("["):
+        return src[1:].split("]", 1)[0]
+    return src.rsplit(":", 1)[0] if src.count(":") == 1 else src
+
+
+class LineAccount(pj.Account):
+    """A pjsua2 account for a line (or a trunk route of a line)."""
+
+    def __init__(self, agent: "PjAgent", line: Line, route: str | None = None) -> None:
+        super().__init__()
+        self.agent = agent
+        self.line = line
+        self.route = route
+
+    def config(self, proxy: str | None, register: bool) -> pj.AccountConfig:
+        line = self.line
+        cfg = pj.AccountConfig()
+        cfg.idUri = line.uri
+        if register:
+            cfg.regConfig.registrarUri = line.registrar
+            cfg.regConfig.firstRetryIntervalSec = FIRST_RETRY_S
+            cfg.regConfig.retryIntervalSec = RETRY_S
+            cfg.regConfig.timeoutSec = 300
+        else:
+            cfg.regConfig.registerOnAdd = False
+        cred = pj.AuthCredInfo("digest", "*", line.username, 0, line.password)
+        cfg.sipConfig.authCreds.append(cred)
+        if proxy:
+            cfg.sipConfig.proxies.append(_with_lr(proxy))
+        # The desk decides about hold and media; no ICE/STUN on a LAN desk unit.
+        cfg.natConfig.iceEnabled = False
+        return cfg
+
+    def onRegState(self, prm: "pj.OnRegStateParam") -> None:
+        info = self.getInfo()
+        registered = bool(info.regIsActive) and int(prm.code) // 100 == 2
+        reason = prm.reason or info.regStatusText
+        if int(prm.code) in (401, 403, 407):
+            reason = f"{reason}: check username and password of line {self.line.id}"
+        log.info("line %s: REGISTER %s %s (expires %s)", self.line.id, prm.code, prm.reason, prm.expiration)
+        self.agent.emit(ev.LineState(self.line.id, registered, int(prm.code), reason))
+
+    def onIncomingCall(self, prm: "pj.OnIncomingCallParam") -> None:
+        agent = self.agent
+        host = source_host(prm.rdata.srcAddress)
+        call = KCall(agent, self, agent.new_id(), "in", prm.callId)
+        agent.calls.add(call)
+        if host not in agent.profile.sip.trusted:
+            log.warning("refusing call from untrusted host %s", prm.rdata.srcAddress)
+            call.silent = True
+            agent.deferred.append(lambda: call.reject_now(403, "Forbidden: host not trusted"))
+            return
+        info = call.getInfo()
+        remote = remote_party(info.remoteUri)
+        log.info("call %d: incoming from %s on line %s via %s", call.id, remote, self.line.id, host)
+        agent.emit(ev.IncomingCall(call.id, self.line.id, remote))
+        agent.deferred.append(call.ring_now)
+
+
+class Lines:
+    """The accounts of the unit, created and released on the agent thread."""
+
+    def __init__(self, agent: "PjAgent", ep: pj.Endpoint, profile: Profile) -> None:
+        self.agent = agent
+        self.ep = ep
+        self.profile = profile
+        self.by_line: dict[str, LineAccount] = {}
+        self.by_route: dict[str, LineAccount] = {}
+
+    def create(self) -> None:
+        for line in self.profile.lines:
+            acc = LineAccount(self.agent, line)
+            acc.create(acc.config(line.proxy, register=True), True)
+            self.by_line[line.id] = acc
+        for route in self.profile.routes:
+            if route.proxy:
+                line = self.profile.line(route.line)
+                acc = LineAccount(self.agent, line, route.id)
+                acc.create(acc.config(route.proxy, register=False), False)
+                self.by_route[route.id] = acc
+
+    def account_for(self, line_id: str, route_id: str | None) -> LineAccount:
+        """The account a call on this line and route goes out through."""
+        if route_id and route_id in self.by_route:
+            return self.by_route[route_id]
+        try:
+            return self.by_line[line_id]
+        except KeyError:
+            raise AgentError(f"unknown line {line_id!r}") from None
+
+    def release(self) -> None:
+        for acc in list(self.by_route.values()) + list(self.by_line.values()):
+            try:
+                acc.shutdown()
+            except pj.Error:
+                pass
+        self.by_route.clear()
+        self.by_line.clear()

@@ -1,0 +1,330 @@
+"""The one thread that owns the pjsua2 Endpoint, and the queue every request goes through.
+
+pjsua2 aborts the process when a thread it has never seen calls into it, and a
+poll loop that never waits starves the media clock (DESIGN.md, measured). So
+one Python thread creates the Endpoint with `threadCnt = 0`, loops on
+`libHandleEvents(POLL_MS)`, and runs queued requests between polls. Other
+threads only enqueue a closure and get a Future back; to avoid the poll
+timeout in the dial latency, they also send a tiny CRLF keep-alive datagram to
+our own UDP transport, which wakes the poll at once and which pjsip discards.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import pjsua2 as pj
+
+from .. import events as ev
+from ..desk import AgentError
+from ..profile import MAX_CALLS, Profile
+from .calls import CallRegistry, KCall
+from .lines import Lines
+from .media import Media
+
+log = logging.getLogger("kiosk.agent")
+
+POLL_MS = 20
+STOP = object()
+
+
+class PjLog(pj.LogWriter):
+    """pjsip's log into Python logging (runs on the agent thread only)."""
+
+    def write(self, entry: "pj.LogEntry") -> None:  # noqa: D401 - pjsua2 callback
+        msg = entry.msg.rstrip()
+        if entry.level <= 1:
+            log.error("pjsip: %s", msg)
+        elif entry.level <= 2:
+            log.warning("pjsip: %s", msg)
+        else:
+            log.debug("pjsip: %s", msg)
+
+
+class PjAgent:
+    """The SIP agent of the desk (see `kiosk.desk.Agent`) on pjsua2."""
+
+    def __init__(self, profile: Profile, log_level: int = 2) -> None:
+        self.profile = profile
+        self.log_level = log_level
+        self.listener: Callable[[ev.Event], None] = lambda e: None
+        self.new_id: Callable[[], int] = lambda: 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        host = profile.sip.host
+        self._wake_addr = ("127.0.0.1" if host in ("0.0.0.0", "") else host, profile.sip.port)
+        # Work the callbacks defer to the next turn of the loop: pjsua2 must not
+        # answer, reject or forget a call from inside its own callback.
+        self.deferred: list[Callable[[], None]] = []
+        self.ep: pj.Endpoint | None = None
+        self.calls = CallRegistry()
+        self.lines: Lines | None = None
+        self.media: Media | None = None
+
+    # --- the desk's side ---------------------------------------------------
+
+    def start(self, listener: Callable[[ev.Event], None], new_id: Callable[[], int]) -> None:
+        """Start the agent thread; raise AgentError if pjsua2 cannot start.
+
+        `new_id` gives row ids for incoming calls from the desk's own counter.
+        """
+        self.listener = listener
+        self.new_id = new_id
+        self._thread = threading.Thread(target=self._run, name="sip-agent", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._start_error is not None:
+            raise AgentError(str(self._start_error))
+
+    def stop(self) -> None:
+        """End every call, release every pjsua2 object, stop the thread."""
+        if self._thread and self._thread.is_alive():
+            self._queue.put(STOP)
+            self._wake()
+            self._thread.join(15)
+        self._wake_sock.close()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run fn(*args) on the agent thread; the Future holds its result or error."""
+        fut: Future[Any] = Future()
+        if not (self._thread and self._thread.is_alive()):
+            fut.set_exception(AgentError("the SIP agent is not running"))
+            return fut
+        self._queue.put((fut, fn, args))
+        self._wake()
+        return fut
+
+    def _wake(self) -> None:
+        try:
+            self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
+        except OSError:
+            pass  # the poll timeout still picks the request up
+
+    def dial(self, call: int, line: str, uri: str, route: str | None) -> Future[None]:
+        return self.submit(self._dial, call, line, uri, route)
+
+    def answer(self, call: int) -> Future[None]:
+        return self.submit(self._with_call, call, KCall.answer_now)
+
+    def hangup(self, call: int) -> Future[None]:
+        return self.submit(self._with_call, call, KCall.hangup_now)
+
+    def hold(self, call: int) -> Future[None]:
+        return self.submit(self._with_call, call, KCall.hold_now)
+
+    def unhold(self, call: int) -> Future[None]:
+        return self.submit(self._with_call, call, KCall.unhold_now)
+
+    def transfer(self, call: int, uri: str) -> Future[None]:
+        return self.submit(self._with_call, call, lambda c: c.transfer_now(uri))
+
+    def transfer_replaces(self, call: int, target: int) -> Future[None]:
+        return self.submit(self._replaces, call, target)
+
+    def conference(self, calls: list[int]) -> Future[None]:
+        return self.submit(self._conference, calls)
+
+    def record(self, call: int, path: str | None) -> Future[None]:
+        """Start recording the call into path, or stop it when path is None."""
+        return self.submit(self._record, call, path)
+
+    # --- the agent thread --------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._create()
+        except BaseException as exc:  # pjsua2 raises pj.Error: report, don't die
+            self._start_error = exc if not isinstance(exc, pj.Error) else AgentError(_pj_reason(exc))
+            log.error("SIP agent failed to start: %s", self._start_error)
+            self._destroy()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _create(self) -> None:
+        sip = self.profile.sip
+        ep = pj.Endpoint()
+        self.ep = ep
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = False
+        cfg.uaConfig.maxCalls = MAX_CALLS
+        cfg.uaConfig.userAgent = sip.user_agent
+        cfg.logConfig.level = self.log_level
+        cfg.logConfig.consoleLevel = self.log_level
+        self._log_writer = PjLog()
+        cfg.logConfig.writer = self._log_writer
+        cfg.logConfig.decor = 0
+        cfg.medConfig.clockRate = 16000
+        cfg.medConfig.sndClockRate = 16000
+        cfg.medConfig.channelCount = 1
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+        for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
+            tcfg = pj.TransportConfig()
+            tcfg.port = sip.port
+            if sip.host not in ("0.0.0.0", ""):
+                tcfg.boundAddress = sip.host
+            ep.transportCreate(kind, tcfg)
+        ep.audDevManager().setNullDev()
+        try:
+            ep.codecSetPriority("G722/16000/1", 255)
+        except pj.Error:
+            log.warning("G722 codec not available; wideband off")
+        ep.libStart()
+        self.media = Media(ep)
+        self.lines = Lines(self, ep, self.profile)
+        self.lines.create()
+
+    def _loop(self) -> None:
+        assert self.ep is not None
+        ep = self.ep
+        while True:
+            ep.libHandleEvents(POLL_MS)
+            while self.deferred:
+                job = self.deferred.pop(0)
+                try:
+                    job()
+                except pj.Error as exc:
+                    log.warning("deferred job failed: %s", _pj_reason(exc))
+                except Exception:
+                    log.exception("deferred job failed")
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is STOP:
+                    return
+                fut, fn, args = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    fut.set_result(fn(*args))
+                except pj.Error as exc:
+                    fut.set_exception(AgentError(_pj_reason(exc)))
+                except AgentError as exc:
+                    fut.set_exception(exc)
+                except Exception as exc:
+                    log.exception("agent request failed")
+                    fut.set_exception(AgentError(f"internal error: {exc}"))
+
+    def _shutdown(self) -> None:
+        """Hang up everything, let the BYEs go out, release pjsua2 objects, destroy."""
+        ep = self.ep
+        if ep is None:
+            return
+        try:
+            for call in self.calls.all():
+                call.hangup_now()
+            deadline = time.monotonic() + 2.0
+            while self.calls.active() and time.monotonic() < deadline:
+                ep.libHandleEvents(20)
+                self._run_deferred()
+            if self.media:
+                self.media.release()
+            if self.lines:
+                self.lines.release()
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:  # let the un-REGISTERs leave
+                    ep.libHandleEvents(20)
+        except pj.Error as exc:
+            log.warning("shutdown: %s", _pj_reason(exc))
+        self.calls.clear()
+        self._destroy()
+
+    def _run_deferred(self) -> None:
+        while self.deferred:
+            try:
+                self.deferred.pop(0)()
+            except Exception:
+                log.exception("deferred job failed")
+
+    def _destroy(self) -> None:
+        ep = self.ep
+        self.ep = None
+        self.media = None
+        self.lines = None
+        if ep is not None:
+            try:
+                ep.libDestroy()
+            except pj.Error as exc:
+                log.warning("libDestroy: %s", _pj_reason(exc))
+
+    def emit(self, event: ev.Event) -> None:
+        """Hand an event to the desk (we are on the agent thread)."""
+        try:
+            self.listener(event)
+        except Exception:
+            log.exception("desk failed on %s", event.kind)
+
+    # --- requests, run on the agent thread ---------------------------------
+
+    def _call(self, call_id: int) -> KCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise AgentError(f"call {call_id} has ended")
+        return call
+
+    def _with_call(self, call_id: int, fn: Callable[[KCall], None]) -> None:
+        fn(self._call(call_id))
+
+    def _dial(self, call_id: int, line_id: str, uri: str, route_id: str | None) -> None:
+        assert self.lines is not None
+        if len(self.calls.active()) >= MAX_CALLS:
+            raise AgentError(f"this unit handles at most {MAX_CALLS} calls")
+        account = self.lines.account_for(line_id, route_id)
+        call = KCall(self, account, call_id, "out")
+        self.calls.add(call)
+        prm = pj.CallOpParam(True)
+        try:
+            call.makeCall(uri, prm)
+        except pj.Error as exc:
+            self.calls.remove(call_id)
+            raise AgentError(f"cannot call {uri}: {_pj_reason(exc)}") from None
+
+    def _replaces(self, call_id: int, target_id: int) -> None:
+        call, target = self._call(call_id), self._call(target_id)
+        call.transfer_replaces_now(target)
+
+    def _conference(self, call_ids: list[int]) -> None:
+        assert self.media is not None
+        calls = [self._call(c) for c in call_ids]
+        self.media.join(calls)
+
+    def _record(self, call_id: int, path: str | None) -> None:
+        assert self.media is not None
+        call = self._call(call_id)
+        if path is None:
+            self.media.stop_recording(call)
+        else:
+            self.media.start_recording(call, path)
+
+
+def _pj_reason(exc: "pj.Error") -> str:
+    """A pjsua2 error as a sentence (its `info()` names the failing call and status)."""
+    try:
+        reason = exc.reason or ""
+        title = exc.title or ""
+        status = exc.status
+    except Exception:
+        return str(exc)
+    if status == 70010:  # PJ_ETOOMANY
+        return f"this unit handles at most {MAX_CALLS} calls"
+    text = reason.strip() or title
+    return f"{text} (pjsua2 status {status})"
+

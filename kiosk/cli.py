@@ -1,0 +1,139 @@
+"""The `kiosk` command: run, demo, check-profile, ctl.
+
+Heavy imports (pjsua2, Kivy) happen inside the subcommand that needs them, so
+`kiosk ctl` and `kiosk check-profile` start fast and work without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_SOCKET = Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
+
+log = logging.getLogger("kiosk")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (READY=1, WATCHDOG=1, STOPPING=1) when it is listening."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), addr)
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = None) -> int:
+    """Run the desk unit on a profile until SIGTERM / SIGINT; return the exit code."""
+    from .control import ControlServer
+    from .desk import AgentError, Desk
+    from .profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    from .agent.thread import PjAgent
+
+    desk = Desk(profile, PjAgent(profile))
+    stop = stop or threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        desk.start()
+    except AgentError as exc:
+        print(f"kiosk: the SIP agent cannot start on {profile.sip.listen}: {exc}", file=sys.stderr)
+        return 1
+    control = ControlServer(desk, profile.control.socket)
+    try:
+        control.start()
+    except OSError as exc:
+        print(f"kiosk: cannot open the control socket {profile.control.socket}: {exc}", file=sys.stderr)
+        desk.stop()
+        return 1
+    log.info("unit running: profile %s, control socket %s", profile.path, profile.control.socket)
+    if headless:
+        log.info("headless: drive it with `kiosk ctl --socket %s calls|dial NUMBER|answer|hangup|events`",
+                 profile.control.socket)
+    sd_notify("READY=1")
+    try:
+        while not stop.wait(10):
+            sd_notify("WATCHDOG=1")
+    finally:
+        sd_notify("STOPPING=1")
+        log.info("stopping")
+        control.stop()
+        desk.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kiosk` console script."""
+    parser = argparse.ArgumentParser(prog="kiosk", description="The operator's call-control desk unit.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="run the desk unit")
+    p_run.add_argument("--profile", type=Path, help="the provisioned profile (TOML); none: a demo desk")
+    p_run.add_argument("--headless", action="store_true", help="no touchscreen; drive with `kiosk ctl`")
+
+    p_demo = sub.add_parser("demo", help="a demo desk on this machine: Kamailio, far-end phones and the unit")
+    p_demo.add_argument("--workdir", type=Path, default=Path("/tmp/kiosk-demo"))
+    p_demo.add_argument("--headless", action="store_true")
+
+    p_check = sub.add_parser("check-profile", help="validate a profile; exit 2 with one line per problem")
+    p_check.add_argument("file", type=Path)
+
+    p_ctl = sub.add_parser("ctl", help="send a command to the running unit", add_help=False)
+    p_ctl.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
+    p_ctl.add_argument("args", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+
+    if args.command == "check-profile":
+        from .profile import check_profile
+
+        problems = check_profile(args.file)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if not problems:
+            print(f"{args.file}: ok")
+        return 2 if problems else 0
+
+    if args.command == "ctl":
+        from .control import ctl_main
+
+        return ctl_main(args.args, args.socket)
+
+    _setup_logging(args.verbose)
+    if args.command == "demo" or (args.command == "run" and args.profile is None):
+        from .demo import run_demo
+
+        workdir = getattr(args, "workdir", Path("/tmp/kiosk-demo"))
+        return run_demo(workdir, headless=args.headless)
+    return run_unit(args.profile, headless=args.headless)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
