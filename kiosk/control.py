@@ -52,15 +52,21 @@ MAX_LINE = 64 * 1024
 EVENT_QUEUE = 1000
 #: How often an idle `events` stream checks whether its client went away or the server stops.
 POLL = 0.2
-#: How long the client side waits for a reply. Longer than the desk's own wait
-#: for the SIP agent, so a slow agent shows up as the desk's refusal, not a client timeout.
-REQUEST_TIMEOUT = 15.0
+#: How long the client side waits for a reply. Longer than the slowest desk command
+#: takes on a slow agent (a connect that holds three calls first waits for the agent
+#: four times, a pickup waits for the answer), so that shows up as the desk's refusal
+#: with its reason rather than as a client timeout.
+REQUEST_TIMEOUT = 40.0
 #: sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
 
-class ControlError(Exception):
-    """The control socket could not be used at all (no unit running, broken reply); str() is for a person."""
+class ControlError(OSError):
+    """The control socket could not be used at all (no unit running, broken reply); str() is for a person.
+
+    An OSError, so that code which opens the socket and already handles the
+    operating system's refusals (`kiosk run` does) handles these the same way.
+    """
 
 
 # --- the command table ---------------------------------------------------------------
@@ -153,6 +159,8 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | dict[str, Any]:
         return _error("request is not UTF-8 text")
     except json.JSONDecodeError as exc:
         return _error(f"request is not valid JSON: {exc}")
+    except RecursionError:  # "[[[[..." fits in one line and would otherwise escape as a crash
+        return _error("request is nested too deeply")
     if not isinstance(request, dict):
         return _error('request must be a JSON object like {"cmd": "calls"}')
     cmd = request.get("cmd")
@@ -170,7 +178,7 @@ def dispatch(desk: Desk, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run one command on the desk and return the reply object; never raises."""
     command = COMMANDS.get(cmd)
     if command is None:
-        return _error(f"unknown command {cmd!r}; commands: {_known()}")
+        return _error(f"unknown command {cmd[:40]!r}; commands: {_known()}")
     spec = {a.name: a for a in command.args}
     unknown = [name for name in args if name not in spec]
     if unknown:
@@ -387,6 +395,8 @@ class ControlServer:
     """The control socket of one unit: `start()` serves it in the background, `stop()` removes it."""
 
     def __init__(self, desk: Desk, path: Path, queue_size: int = EVENT_QUEUE) -> None:
+        if queue_size < 1:  # queue.Queue(0) is unbounded: exactly what a slow client must not get
+            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
         self.desk = desk
         self.path = Path(path)
         self.queue_size = queue_size
@@ -446,10 +456,12 @@ class ControlServer:
         try:
             probe.settimeout(1.0)
             probe.connect(str(self.path))
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):  # nobody listens: the file is a leftover
             log.info("removing stale control socket %s", self.path)
             self.path.unlink(missing_ok=True)
             return
+        except OSError as exc:  # e.g. a busy unit that did not accept in time: not provably stale
+            raise ControlError(f"cannot tell whether {self.path} is in use ({exc}); not removing it") from None
         finally:
             probe.close()
         raise ControlError(f"another kiosk is already serving {self.path}")

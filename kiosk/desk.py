@@ -74,6 +74,11 @@ class Row:
     note: str = ""  # last progress text for the operator (e.g. "transfer: 180 Ringing")
     recording_path: str = ""
 
+    @property
+    def up(self) -> bool:
+        """Answered and not yet ended: a call that can be held, transferred, joined, recorded."""
+        return self.answered is not None
+
     def as_json(self) -> dict[str, Any]:
         now = time.time()
         return {
@@ -186,6 +191,9 @@ class Desk:
             return self._refuse(action, str(exc), row_id)
         except TimeoutError:
             return self._refuse(action, "the SIP agent did not answer in time", row_id)
+        except Exception as exc:  # the agent must never leave the desk in a half state
+            log.exception("%s: agent failed", action)
+            return self._refuse(action, f"internal error in the SIP agent: {exc}", row_id)
         return None
 
     # --- reading -----------------------------------------------------------
@@ -234,7 +242,7 @@ class Desk:
                 return self._refuse("select", f"no call row {missing[0]} (rows: {have})")
             self.selection = list(dict.fromkeys(ids))
             self._emit(ev.SelectionChanged(tuple(self.selection)))
-            return Outcome(True, data={"selection": self.selection})
+            return Outcome(True, data={"selection": list(self.selection)})
 
     def set(self, name: str, value: str) -> Outcome:
         """Set a panel parameter: line, number or route."""
@@ -315,7 +323,7 @@ class Desk:
             return row
         if row.local_hold:
             return self._refuse("hold", f"call {row.id} is already on hold", row.id)
-        if row.state not in ("talking", "in conference"):
+        if not row.up:
             return self._refuse("hold", f"call {row.id} is {row.state}: only a call in conversation can be held", row.id)
         log.info("row %d: hold", row.id)
         return self._wait("hold", self.agent.hold(row.id), row.id) or Outcome(True, data={"row": row.id})
@@ -329,7 +337,7 @@ class Desk:
             return self._refuse("connect", f"call {row.id} is not on hold", row.id)
         with self._lock:
             others = [r for r in self.rows.values()
-                      if r.id != row.id and r.state == "talking" and not r.local_hold]
+                      if r.id != row.id and r.up and not r.local_hold]
         for other in others:  # never two conversations into one headset
             failed = self._wait("connect", self.agent.hold(other.id), other.id)
             if failed:
@@ -352,7 +360,7 @@ class Desk:
         row = self._one_selected(action)
         if isinstance(row, Outcome):
             return row
-        if row.state not in ("talking", "on hold"):
+        if not row.up:
             return self._refuse(action, f"call {row.id} is {row.state}: only an answered call can be transferred", row.id)
         got = self._number(action, number)
         if isinstance(got, Outcome):
@@ -376,7 +384,7 @@ class Desk:
         row = self._one_selected(action)
         if isinstance(row, Outcome):
             return row
-        if row.state != "talking" and not row.local_hold:
+        if not row.up:
             return self._refuse(action, f"call {row.id} is {row.state}: consult needs an answered call", row.id)
         got = self._number(action, number)
         if isinstance(got, Outcome):
@@ -417,7 +425,7 @@ class Desk:
             crow, hrow = self.rows.get(consult), self.rows.get(held)
             if crow is None or hrow is None:
                 return self._refuse(action, "the consultation has ended")
-            if crow.state not in ("talking", "on hold"):
+            if not crow.up:
                 return self._refuse(action, f"row {consult} has not answered yet ({crow.state}): "
                                             "wait for the answer, or use a quick transfer", consult)
             self.transfers[held] = Transfer("confirm", crow.remote, consult)
@@ -458,10 +466,10 @@ class Desk:
             pending = self.pending_conference
         if len(rows) > 1:
             return self._join(action, [r.id for r in rows])
-        if pending and pending[1] in self.rows:
+        if pending and pending[1] in self.rows and (not rows or rows[0].id in pending):
             b, c = pending
             crow = self.rows[c]
-            if crow.state not in ("talking", "on hold"):
+            if not crow.up:
                 return self._refuse(action, f"row {c} has not answered yet ({crow.state})", c)
             with self._lock:
                 self.pending_conference = None
@@ -469,7 +477,7 @@ class Desk:
         if not rows:
             return self._refuse(action, "no call selected")
         row = rows[0]
-        if row.state != "talking" or row.local_hold:
+        if not row.up or row.local_hold:
             return self._refuse(action, f"call {row.id} is {row.state}: talk to the first party, "
                                         "or select the rows to join", row.id)
         got = self._number(action, number)
@@ -492,7 +500,7 @@ class Desk:
                 row = self.rows.get(rid)
                 if row is None:
                     return self._refuse(action, f"no call row {rid}")
-                if row.state not in ("talking", "on hold", "in conference"):
+                if not row.up:
                     return self._refuse(action, f"call {rid} is {row.state}: only answered calls can join", rid)
             members = set(ids) | (self.conference_rows if self.conference_rows & set(ids) else set())
             if len(members) > MAX_CALLS:
@@ -529,7 +537,9 @@ class Desk:
         row_id = out.data["row"]
         waited = self._await_row(row_id, ("talking",), PICKUP_TIMEOUT)
         if waited is None:
-            reason = self.ended_reasons.get(row_id, "no answer")
+            if row_id in self.rows:  # still ringing somewhere: do not leave it running
+                self.agent.hangup(row_id)
+            reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
             return self._refuse(action, f"nothing to pick up on {got}: {reason}")
         return Outcome(True, data={"row": row_id, "remote": waited.remote})
 
@@ -546,7 +556,7 @@ class Desk:
         if action == "start":
             if row.recording:
                 return self._refuse(name, f"call {row.id} is already being recorded", row.id)
-            if row.state not in ("talking", "on hold", "in conference"):
+            if not row.up:
                 return self._refuse(name, f"call {row.id} is {row.state}: only an answered call can be recorded", row.id)
             path = self.recording_path(row)
             failed = self._wait(name, self.agent.record(row.id, str(path)), row.id)
@@ -590,8 +600,11 @@ class Desk:
             log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
             self._changed(row)
             self._emit(ev.SelectionChanged(tuple(self.selection)))
-        failed = self._wait(action, self.agent.dial(row.id, line_id, uri, route_id), row.id)
+        fut = self.agent.dial(row.id, line_id, uri, route_id)
+        failed = self._wait(action, fut, row.id)
         if failed:
+            if not fut.done():  # the agent may still place it: queue its hang-up behind it
+                self.agent.hangup(row.id)
             self._drop(row.id, failed.reason)
             return failed
         return Outcome(True, data={"row": row.id, "uri": uri})
@@ -652,6 +665,8 @@ class Desk:
             return
         if event.state == "talking" and row.answered is None:
             row.answered = time.time()
+            if self.profile.recording.always:
+                self._record_always(row)
         if event.state == "early":
             row.state = "ringing"
         elif event.state == "talking":
@@ -696,6 +711,26 @@ class Desk:
             self._refuse(f"{transfer.mode} transfer",
                          f"transfer of call {row.id} failed: {event.code} {event.reason}; the call stays with you",
                          row.id)
+
+    def _record_always(self, row: Row) -> None:
+        """Global recording: start at answer (agent thread: do not wait for it)."""
+        try:
+            path = self.recording_path(row)
+        except OSError as exc:
+            self._emit(ev.Alert(f"cannot record call {row.id}: {exc}"))
+            return
+        row.recording, row.recording_path = True, str(path)
+        fut = self.agent.record(row.id, str(path))
+
+        def done(f: Future[None]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                with self._lock:
+                    row.recording = False
+                    self._changed(row)
+                self._emit(ev.Alert(f"cannot record call {row.id}: {exc}"))
+
+        fut.add_done_callback(done)
 
     def _release_consult(self, row_id: int) -> None:
         if row_id in self.rows:

@@ -1,0 +1,198 @@
+"""A fake SIP agent and a ready-made profile, so desk rules are tested in milliseconds.
+
+The desk takes its agent as an object (the gpiozero MockFactory idea applied to
+SIP): `FakeAgent` answers every request at once with an already-resolved Future,
+or with a failure or a never-resolved Future when a test scripts one, and keeps
+a list of what it was asked. What the network would do (a line registers, a
+call rings, the far end answers or hangs up) is done by the test through the
+helper methods, which deliver events to the desk exactly as the real agent
+thread does: by calling the listener given to `start()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable
+
+from kiosk import events as ev
+from kiosk.desk import AgentError
+from kiosk.profile import Control, Line, Operator, Profile, Recording, Route, Sip
+
+def make_profile(
+    *,
+    default_route: str | None = "city",
+    path: Path = Path("/etc/kiosk/test-profile.toml"),
+    recordings: Path = Path("/tmp/kiosk-test-recordings"),
+    record_always: bool = False,
+    socket: Path = Path("/tmp/kiosk-test/control.sock"),
+) -> Profile:
+    """A Profile with two lines and two routes, built from the dataclasses (no TOML involved).
+
+    Lines: op1 (sip:1001@pbx.test) and op2 (sip:1002@pbx2.test).
+    Routes: city (on op1, prefix 9) and trunk (on op2, prefix 8, through a trunk proxy).
+    """
+    lines = (
+        Line("op1", "Operator 1", "sip:1001@pbx.test", "sip:pbx.test:5060", "1001", password="secret1"),
+        Line("op2", "Operator 2", "sip:1002@pbx2.test", "sip:pbx2.test:5060", "1002", password="secret2"),
+    )
+    routes = (
+        Route("city", "City", line="op1", prefix="9"),
+        Route("trunk", "Trunk", line="op2", prefix="8", proxy="sip:trunk.test:5060"),
+    )
+    return Profile(
+        path=path,
+        operator=Operator("Test Operator", "en"),
+        sip=Sip(default_route=default_route),
+        lines=lines,
+        routes=routes,
+        recording=Recording(always=record_always, directory=recordings),
+        control=Control(socket=socket),
+    )
+
+
+def _resolved(error: BaseException | None = None) -> Future[None]:
+    fut: Future[None] = Future()
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+    return fut
+
+
+class FakeAgent:
+    """Implements the desk's `Agent` protocol without SIP; the test plays the network.
+
+    Hold and unhold are followed by the CallMedia event a real re-INVITE would
+    produce (the far end has no say in that); everything else the far end does,
+    answering included, the test says explicitly with the helpers below.
+    """
+
+    def __init__(self) -> None:
+        self.listener: Callable[[ev.Event], None] | None = None
+        self.new_id: Callable[[], int] | None = None
+        self.started = False
+        self.stopped = False
+        #: Every request in order, e.g. ("dial", 1, "op1", "sip:91002@pbx.test", "city").
+        self.received: list[tuple[Any, ...]] = []
+        self._scripted: dict[str, deque[Future[None]]] = {}
+        self._lock = threading.Lock()
+
+    # --- the Agent protocol ---------------------------------------------------------
+
+    def start(self, listener: Callable[[ev.Event], None], new_id: Callable[[], int]) -> None:
+        self.listener = listener
+        self.new_id = new_id
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def dial(self, call: int, line: str, uri: str, route: str | None) -> Future[None]:
+        return self._request("dial", call, line, uri, route)
+
+    def answer(self, call: int) -> Future[None]:
+        return self._request("answer", call)
+
+    def hangup(self, call: int) -> Future[None]:
+        return self._request("hangup", call)
+
+    def hold(self, call: int) -> Future[None]:
+        fut = self._request("hold", call)
+        self._media_after(fut, call, local_hold=True)
+        return fut
+
+    def unhold(self, call: int) -> Future[None]:
+        fut = self._request("unhold", call)
+        self._media_after(fut, call, local_hold=False)
+        return fut
+
+    def transfer(self, call: int, uri: str) -> Future[None]:
+        return self._request("transfer", call, uri)
+
+    def transfer_replaces(self, call: int, target: int) -> Future[None]:
+        return self._request("transfer_replaces", call, target)
+
+    def conference(self, calls: list[int]) -> Future[None]:
+        return self._request("conference", list(calls))
+
+    def record(self, call: int, path: str | None) -> Future[None]:
+        return self._request("record", call, path)
+
+    def _request(self, action: str, *args: Any) -> Future[None]:
+        with self._lock:
+            self.received.append((action, *args))
+            scripted = self._scripted.get(action)
+            if scripted:
+                return scripted.popleft()
+        return _resolved()
+
+    def _media_after(self, fut: Future[None], call: int, local_hold: bool) -> None:
+        # Only a request that succeeded changes the media, and only once it has
+        # (a stalled hold sends its event when the test resolves the Future).
+        def done(f: Future[None]) -> None:
+            if f.exception() is None and self.listener is not None:
+                self.emit(ev.CallMedia(call, local_hold=local_hold, remote_hold=False))
+
+        fut.add_done_callback(done)
+
+    # --- scripting the agent's answers ------------------------------------------------
+
+    def requests(self, action: str) -> list[tuple[Any, ...]]:
+        """The arguments of every `action` request received, oldest first."""
+        return [r[1:] for r in self.received if r[0] == action]
+
+    def fail_next(self, action: str, error: BaseException | str) -> None:
+        """The next `action` fails; a string becomes an AgentError, as the real agent raises."""
+        exc = AgentError(error) if isinstance(error, str) else error
+        self._scripted.setdefault(action, deque()).append(_resolved(exc))
+
+    def stall_next(self, action: str) -> Future[None]:
+        """The next `action` never resolves by itself; the test gets the Future to resolve later."""
+        fut: Future[None] = Future()
+        self._scripted.setdefault(action, deque()).append(fut)
+        return fut
+
+    # --- playing the network -----------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        """Deliver an agent event to the desk, as the agent thread would."""
+        if self.listener is None:
+            raise RuntimeError("FakeAgent.start() was not called (did the test forget desk.start()?)")
+        self.listener(event)
+
+    def register(self, line: str, registered: bool = True, code: int = 200, reason: str = "OK") -> None:
+        """The registrar answered a REGISTER for `line`."""
+        self.emit(ev.LineState(line, registered, code, reason))
+
+    def register_all(self, profile: Profile) -> None:
+        """Every line of the profile registers."""
+        for line in profile.lines:
+            self.register(line.id)
+
+    def ring(self, remote: str = "sip:2001@pbx.test", line: str = "op1", call: int | None = None) -> int:
+        """A call rings on `line`; returns its row id, drawn from the desk's counter as the real agent does."""
+        if call is None:
+            if self.new_id is None:
+                raise RuntimeError("FakeAgent.start() was not called (did the test forget desk.start()?)")
+            call = self.new_id()
+        self.emit(ev.IncomingCall(call, line, remote))
+        return call
+
+    def progress(self, call: int, state: str, code: int = 0, reason: str = "", remote: str = "") -> None:
+        """The call's SIP state moved (dialling, ringing, early, talking, ended)."""
+        self.emit(ev.CallProgress(call, state, code, reason, remote))
+
+    def ringing(self, call: int) -> None:
+        """The far end of an outgoing call is ringing (180)."""
+        self.progress(call, "ringing", 180, "Ringing")
+
+    def talking(self, call: int) -> None:
+        """The call is answered (200 OK / ACK)."""
+        self.progress(call, "talking", 200, "OK")
+
+    def ended(self, call: int, code: int = 200, reason: str = "Normal call clearing") -> None:
+        """The call is over (BYE, CANCEL, or a final failure response)."""
+        self.progress(call, "ended", code, reason)
