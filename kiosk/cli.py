@@ -7,6 +7,7 @@ Heavy imports (pjsua2, Kivy) happen inside the subcommand that needs them, so
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return ctl_main(args.args, args.socket)
 
     _setup_logging(args.verbose)
+    faulthandler.enable()  # a crash in pjsua2 leaves a Python stack in the journal
     if args.command == "demo" or (args.command == "run" and args.profile is None):
         from .demo import run_demo
 

@@ -8,6 +8,7 @@ agent loop, never inside the callback itself.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -164,10 +165,18 @@ class KCall(pj.Call):
 
 
 class CallRegistry:
-    """Every KCall the agent made or took, by row id, until pjsua2 is done with it."""
+    """Every KCall the agent made or took, by row id, until pjsua2 is done with it.
+
+    A removed call goes to a graveyard that only the agent thread empties,
+    followed at once by a garbage collection there: a KCall caught in a
+    reference cycle would otherwise be destroyed by whichever thread's GC
+    finds it — a thread pjsua2 has never seen (abort), or after libDestroy
+    at exit (assertion in pjsua_call_set_user_data: measured).
+    """
 
     def __init__(self) -> None:
         self._calls: dict[int, KCall] = {}
+        self.graveyard: list[KCall] = []
 
     def add(self, call: KCall) -> None:
         self._calls[call.id] = call
@@ -177,7 +186,15 @@ class CallRegistry:
         return None if call is None or call.ended else call
 
     def remove(self, call_id: int) -> None:
-        self._calls.pop(call_id, None)
+        call = self._calls.pop(call_id, None)
+        if call is not None:
+            self.graveyard.append(call)
+
+    def bury(self) -> None:
+        """Release removed calls and collect any cycles, on the agent thread."""
+        if self.graveyard:
+            self.graveyard.clear()
+            gc.collect()
 
     def all(self) -> list[KCall]:
         return list(self._calls.values())
@@ -187,3 +204,5 @@ class CallRegistry:
 
     def clear(self) -> None:
         self._calls.clear()
+        self.graveyard.clear()
+        gc.collect()

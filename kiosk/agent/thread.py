@@ -11,6 +11,7 @@ our own UDP transport, which wakes the poll at once and which pjsip discards.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import socket
@@ -203,6 +204,8 @@ class PjAgent:
                     log.warning("deferred job failed: %s", _pj_reason(exc))
                 except Exception:
                     log.exception("deferred job failed")
+            if self.calls.graveyard and not self.deferred:
+                self.calls.bury()
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -229,8 +232,9 @@ class PjAgent:
         if ep is None:
             return
         try:
-            for call in self.calls.all():
-                call.hangup_now()
+            # No local variable may keep a Call alive past libDestroy (its
+            # destructor then asserts in pjsua): hang up through a helper.
+            self._hangup_all()
             deadline = time.monotonic() + 2.0
             while self.calls.active() and time.monotonic() < deadline:
                 ep.libHandleEvents(20)
@@ -244,8 +248,18 @@ class PjAgent:
                     ep.libHandleEvents(20)
         except pj.Error as exc:
             log.warning("shutdown: %s", _pj_reason(exc))
+        self._run_deferred()
+        self.deferred.clear()  # closures here may hold calls
         self.calls.clear()
+        gc.collect()  # no pjsua2 object may be left for the exit-time GC
         self._destroy()
+
+    def _hangup_all(self) -> None:
+        for call in self.calls.active():
+            try:
+                call.hangup_now()
+            except pj.Error as exc:
+                log.warning("call %d: hangup at shutdown: %s", call.id, _pj_reason(exc))
 
     def _run_deferred(self) -> None:
         while self.deferred:

@@ -41,7 +41,7 @@ def _q(value: object) -> str:
 
 
 def lab_profile_toml(
-    *, listen: str, registrar: str, domain: str, lines: list[LabLine], routes: list[LabRoute] | None = None,
+    *, listen: str, registrar: str, domain: str, proxy: str | None = None, lines: list[LabLine], routes: list[LabRoute] | None = None,
     socket: Path, recordings: Path, trusted: list[str] | None = None, default_route: str | None = None,
     always_record: bool = False, pickup_prefix: str = "*8", language: str = "en", extra: str = "",
 ) -> str:
@@ -57,7 +57,10 @@ def lab_profile_toml(
     for line in lines:
         out += ["[[line]]", f"id = {_q(line.id)}", f"label = {_q(line.label or line.id)}",
                 f"uri = {_q(f'sip:{line.user}@{domain}')}", f"registrar = {_q(registrar)}",
-                f"username = {_q(line.user)}", f"password = {_q(line.password)}", ""]
+                f"username = {_q(line.user)}", f"password = {_q(line.password)}"]
+        if proxy:
+            out.append(f"proxy = {_q(proxy)}")
+        out.append("")
     for route in routes or []:
         out += ["[[route]]", f"id = {_q(route.id)}", f"label = {_q(route.label or route.id)}",
                 f"line = {_q(route.line)}", f"prefix = {_q(route.prefix)}"]
