@@ -480,7 +480,7 @@ class Kamailio:
         )
         return self.cfg_path
 
-    def start(self, timeout: float = 10.0) -> "Kamailio":
+    def start(self, timeout: float = 10.0) -> Kamailio:
         """Write the config, run kamailio and wait until it answers OPTIONS."""
         if self._proc is not None:
             raise KamailioError("kamailio already started")
@@ -494,7 +494,6 @@ class Kamailio:
             exe, "-f", str(self.cfg_path), "-DD", "-E", "-m", "64", "-M", "8",
             "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"),
         ]
-        # Check the script first: a syntax error is reported at once and clearly.
         self._proc = LabProcess("kamailio", argv, self.log_path, self.workdir)
         self._proc.start()
         deadline = time.monotonic() + timeout
@@ -528,7 +527,7 @@ class Kamailio:
         except OSError:
             return ""
 
-    def __enter__(self) -> "Kamailio":
+    def __enter__(self) -> Kamailio:
         if self._proc is None:
             self.start()
         return self

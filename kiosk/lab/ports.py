@@ -45,15 +45,22 @@ def port_is_free(port: int, host: str = "127.0.0.1", kind: str = "udp+tcp") -> b
             s.close()
 
 
-def free_port(host: str = "127.0.0.1", kind: str = "udp+tcp") -> int:
-    """Return a port on `host` that is free for every transport in `kind` (default UDP and TCP)."""
-    start = random.randrange(_LOW, _HIGH)
-    for port in itertools.chain(range(start, _HIGH), range(_LOW, start)):
+def free_port(host: str = "127.0.0.1", kind: str = "udp+tcp", span: int = 1) -> int:
+    """Return a port on `host` free for every transport in `kind` (default UDP and TCP).
+
+    With `span` > 1 the ports port .. port+span-1 are all free (baresip, for
+    one, also listens for TLS on its SIP port + 1).
+    """
+    if span < 1:
+        raise ValueError("span must be >= 1")
+    start = random.randrange(_LOW, _HIGH - span)
+    for port in itertools.chain(range(start, _HIGH - span), range(_LOW, start)):
+        block = range(port, port + span)
         # Each port is handed out at most once per process, so two lab parts
         # started back to back never receive the same one.
-        if port in _recent:
+        if any(p in _recent for p in block):
             continue
-        if port_is_free(port, host, kind):
-            _recent.add(port)
+        if all(port_is_free(p, host, kind) for p in block):
+            _recent.update(block)
             return port
     raise RuntimeError(f"no free {kind} port on {host} in {_LOW}-{_HIGH}")

@@ -12,7 +12,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO
+from collections.abc import Callable, Sequence
 
 __all__ = ["LabProcessError", "LabProcess", "tail", "wait_until"]
 
@@ -82,19 +83,23 @@ class LabProcess:
             raise LabProcessError(f"{self.name} was not started")
         return self.popen.wait(timeout)
 
-    def stop(self, grace: float = 3.0) -> int | None:
-        """SIGTERM the child (and its process group), SIGKILL after `grace` s; return its exit code."""
+    def stop(self, grace: float = 3.0, terms: int = 1) -> int | None:
+        """SIGTERM the child `terms` times, `grace` s apart, then SIGKILL; return its exit code."""
         p = self.popen
         if p is None:
             return None
         try:
-            if p.poll() is None:
+            for _ in range(max(1, terms)):
+                if p.poll() is not None:
+                    break
                 self._signal(p.pid, signal.SIGTERM)
                 try:
                     p.wait(grace)
                 except subprocess.TimeoutExpired:
-                    self._signal(p.pid, signal.SIGKILL)
-                    p.wait(5)
+                    pass
+            if p.poll() is None:
+                self._signal(p.pid, signal.SIGKILL)
+                p.wait(5)
             # Children that the program forked (Kamailio's workers) live in
             # the session we created; make sure none outlives the leader.
             self._signal(p.pid, signal.SIGKILL, group_only=True)
