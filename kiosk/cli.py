@@ -15,6 +15,10 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 DEFAULT_SOCKET = Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
 
@@ -43,10 +47,15 @@ def sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
-def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = None) -> int:
-    """Run the desk unit on a profile until SIGTERM / SIGINT; return the exit code."""
-    from .control import ControlServer
-    from .desk import AgentError, Desk
+def last_good_path(profile_path: Path) -> Path:
+    """Where the last profile that loaded cleanly is kept: beside it, so relative paths still work."""
+    return profile_path.parent / f".{profile_path.name}.last-good"
+
+
+def load_good_profile(profile_path: Path) -> "Profile | None":
+    """The profile, or — when it has mistakes — the last good copy of it, so the unit never goes dark."""
+    import shutil
+
     from .profile import ProfileError, load_profile
 
     try:
@@ -54,6 +63,34 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     except ProfileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+            log.error("profile: %s", problem)
+        backup = last_good_path(profile_path)
+        if not backup.exists():
+            print(f"kiosk: {profile_path} has mistakes and there is no last good profile to run on", file=sys.stderr)
+            return None
+        try:
+            profile = load_profile(backup)
+        except ProfileError:
+            print(f"kiosk: the last good profile {backup} does not load either", file=sys.stderr)
+            return None
+        log.warning("running on the last good profile %s until %s is fixed", backup, profile_path)
+        return profile
+    try:
+        backup = last_good_path(profile_path)
+        shutil.copyfile(profile_path, backup)
+        os.chmod(backup, 0o600)
+    except OSError as exc:
+        log.warning("cannot keep a last good copy of the profile: %s", exc)
+    return profile
+
+
+def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = None) -> int:
+    """Run the desk unit on a profile until SIGTERM / SIGINT; return the exit code."""
+    from .control import ControlServer
+    from .desk import AgentError, Desk
+
+    profile = load_good_profile(profile_path)
+    if profile is None:
         return 2
     from .agent.thread import PjAgent
 

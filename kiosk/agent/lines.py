@@ -83,7 +83,7 @@ class LineAccount(pj.Account):
         host = source_host(prm.rdata.srcAddress)
         call = KCall(agent, self, agent.new_id(), "in", prm.callId)
         agent.calls.add(call)
-        if host not in agent.profile.sip.trusted:
+        if host not in agent.trusted:
             log.warning("refusing call from untrusted host %s", prm.rdata.srcAddress)
             call.silent = True
             agent.deferred.append(lambda: call.reject_now(403, "Forbidden: host not trusted"))

@@ -67,6 +67,7 @@ class PjAgent:
         # answer, reject or forget a call from inside its own callback.
         self.deferred: list[Callable[[], None]] = []
         self.ep: pj.Endpoint | None = None
+        self.trusted: set[str] = set()
         self.calls = CallRegistry()
         self.lines: Lines | None = None
         self.media: Media | None = None
@@ -187,6 +188,7 @@ class PjAgent:
         except pj.Error:
             log.warning("G722 codec not available; wideband off")
         ep.libStart()
+        self.trusted = resolve_hosts(sip.trusted)
         self.media = Media(ep)
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
@@ -327,6 +329,19 @@ class PjAgent:
             self.media.stop_recording(call)
         else:
             self.media.start_recording(call, path)
+
+
+def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
+    """Trusted hosts as the set of addresses requests arrive from (names resolved once, at start)."""
+    out: set[str] = set()
+    for host in hosts:
+        out.add(host)
+        try:
+            for info in socket.getaddrinfo(host, None):
+                out.add(str(info[4][0]))
+        except OSError as exc:
+            log.warning("trusted host %s does not resolve (%s): only its literal name is trusted", host, exc)
+    return out
 
 
 def _pj_reason(exc: "pj.Error") -> str:

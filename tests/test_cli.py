@@ -1,0 +1,75 @@
+"""The `kiosk` command: check-profile exit codes, and running on the last good profile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from kiosk.cli import last_good_path, load_good_profile
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "kiosk" / "examples" / "profile.toml"
+
+
+def _good(tmp_path: Path) -> Path:
+    path = tmp_path / "profile.toml"
+    shutil.copyfile(EXAMPLE, path)
+    os.chmod(path, 0o640)
+    return path
+
+
+def _kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_profile_exits_0_on_a_good_file(tmp_path: Path) -> None:
+    done = _kiosk("check-profile", str(_good(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_check_profile_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    path = _good(tmp_path)
+    path.write_text(path.read_text().replace('language = "ru"', 'language = "de"').replace(
+        'registrar = "sip:pbx.example.org:5060"', 'registrar = "pbx"', 1))
+    done = _kiosk("check-profile", str(path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert any("operator.language" in l and "ru" in l for l in lines), lines
+    assert any("line[1].registrar" in l and "sip:" in l for l in lines), lines
+    assert "Traceback" not in done.stderr
+
+
+def test_check_profile_on_a_missing_file_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    done = _kiosk("check-profile", str(tmp_path / "nope.toml"))
+    assert done.returncode == 2
+    assert "nope.toml" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_good_profile_is_kept_as_the_last_good_copy(tmp_path: Path) -> None:
+    path = _good(tmp_path)
+    profile = load_good_profile(path)
+    assert profile is not None and profile.operator.name == "Anna Petrova"
+    backup = last_good_path(path)
+    assert backup.read_text() == path.read_text()
+    assert backup.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_broken_profile_runs_on_the_last_good_one(tmp_path: Path, capsys) -> None:
+    path = _good(tmp_path)
+    assert load_good_profile(path) is not None
+    path.write_text(path.read_text().replace('[operator]', '[operatr]'))
+    profile = load_good_profile(path)
+    assert profile is not None and profile.operator.name == "Anna Petrova"
+    err = capsys.readouterr().err
+    assert "operatr" in err and "operator" in err
+
+
+def test_a_broken_profile_without_a_last_good_one_is_refused(tmp_path: Path) -> None:
+    path = _good(tmp_path)
+    path.write_text("[sip\n")
+    assert load_good_profile(path) is None
+    assert _kiosk("run", "--profile", str(path), "--headless").returncode == 2
