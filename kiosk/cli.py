@@ -1,4 +1,4 @@
-"""The `kiosk` command: run, demo, check-profile, ctl.
+"""The `kiosk` command: run, demo, check-profile, ctl, devices.
 
 Heavy imports (pjsua2, Kivy) happen inside the subcommand that needs them, so
 `kiosk ctl` and `kiosk check-profile` start fast and work without them.
@@ -92,6 +92,12 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     profile = load_good_profile(profile_path)
     if profile is None:
         return 2
+    from .recordings import startup as recordings_startup
+
+    try:  # before the agent: no recording is in progress, so every broken WAV is a crash's leftover
+        recordings_startup(profile.recording)
+    except OSError as exc:  # the unit still takes calls; recording will say why it cannot
+        log.error("recordings: start-up repair/retention failed in %s: %s", profile.recording.directory, exc)
     from .agent.thread import PjAgent
 
     desk = Desk(profile, PjAgent(profile))
@@ -126,6 +132,40 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     return 0
 
 
+def list_audio_devices(profile_path: Path | None) -> int:
+    """`kiosk devices`: what PortAudio sees (and 16 kHz support), so a profile can name its headset."""
+    from hw.audio import DeviceMissing, import_sounddevice, list_devices, resolve_device
+
+    try:
+        devices = list_devices()
+    except Exception as exc:  # no PortAudio at all: say so, do not trace back
+        print(f"kiosk: cannot list audio devices: {exc}", file=sys.stderr)
+        return 1
+    for dev in devices:
+        print(dev.line())
+    if not devices:
+        print("no audio devices found")
+    if profile_path is not None:
+        from .profile import ProfileError, load_profile
+
+        try:
+            wanted = load_profile(profile_path).audio.device
+        except ProfileError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
+        if wanted is None:
+            print(f'{profile_path}: [audio] device = "none": no local audio')
+            return 0
+        try:
+            index, info = resolve_device(import_sounddevice(), wanted)
+        except DeviceMissing as exc:
+            print(f"{profile_path}: {exc} (the unit still runs, on null audio, and keeps looking)")
+            return 1
+        print(f"{profile_path}: [audio] device {wanted!r} selects {index}: {info['name']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kiosk` console script."""
     parser = argparse.ArgumentParser(prog="kiosk", description="The operator's call-control desk unit.")
@@ -140,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--workdir", type=Path, default=Path("/tmp/kiosk-demo"))
     p_demo.add_argument("--headless", action="store_true")
 
+    p_dev = sub.add_parser("devices", help="list the audio devices (for the profile's [audio] device)")
+    p_dev.add_argument("--profile", type=Path, help="also say which device this profile's [audio] device selects")
+
     p_check = sub.add_parser("check-profile", help="validate a profile; exit 2 with one line per problem")
     p_check.add_argument("file", type=Path)
 
@@ -148,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ctl.add_argument("args", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
+
+    if args.command == "devices":
+        return list_audio_devices(args.profile)
 
     if args.command == "check-profile":
         from .profile import check_profile

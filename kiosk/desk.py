@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from . import events as ev
 from .profile import MAX_CALLS, Profile
+from .recordings import RecordingRefused, Recordings, file_stem
 
 log = logging.getLogger("kiosk.desk")
 
@@ -31,6 +31,8 @@ log = logging.getLogger("kiosk.desk")
 AGENT_TIMEOUT = 5.0
 #: How long a transfer may go without a final NOTIFY before the operator is told.
 TRANSFER_TIMEOUT = 30.0
+#: How long after a confirmed transfer the consulted party may take to release our leg.
+CONSULT_RELEASE = 5.0
 #: How long `pickup` waits for the intercepted call to be answered.
 PICKUP_TIMEOUT = 8.0
 
@@ -54,6 +56,7 @@ class Agent(Protocol):
     def transfer_replaces(self, call: int, target: int) -> Future[None]: ...
     def conference(self, calls: list[int]) -> Future[None]: ...
     def record(self, call: int, path: str | None) -> Future[None]: ...
+    def mute(self, on: bool) -> Future[None]: ...
 
 
 @dataclass
@@ -140,6 +143,11 @@ class Desk:
         self._lock = threading.RLock()
         self._changed_cv = threading.Condition(self._lock)
         self._listeners: list[Callable[[ev.Event], None]] = []
+        self.muted = False  # the operator's microphone (the agent mutes the headset)
+        # Files, sidecars, free space and retention; reads the profile at each use
+        # because a profile may be swapped for the last good one.
+        self.recording_files = Recordings(lambda: self.profile.recording, lambda: self.profile.operator.name,
+                                          self._record_stop_low_space)
 
     # --- wiring ------------------------------------------------------------
 
@@ -149,6 +157,7 @@ class Desk:
 
     def stop(self) -> None:
         self.agent.stop()
+        self.recording_files.close()  # the agent released every recorder: complete their sidecars
 
     def subscribe(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
         """Call `listener` with every desk event; returns the unsubscribe function.
@@ -367,6 +376,8 @@ class Desk:
             return got
         uri = self.target_uri(got, row.line, None)
         with self._lock:
+            if row.id in self.transfers:  # a second REFER would have the caller dial twice
+                return self._refuse(action, f"call {row.id} is already being transferred ({row.note})", row.id)
             self.transfers[row.id] = Transfer("quick", uri)
             row.note = f"transferring to {uri}"
             self._changed(row)
@@ -375,6 +386,9 @@ class Desk:
         if failed:
             with self._lock:
                 self.transfers.pop(row.id, None)
+                if row.id in self.rows:  # not for a call that ended meanwhile
+                    row.note = f"transfer not sent: {failed.reason}"
+                    self._changed(row)
             return failed
         self._arm_transfer_timeout(row.id)
         return Outcome(True, data={"row": row.id, "to": uri})
@@ -389,12 +403,22 @@ class Desk:
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
+        with self._lock:  # what would refuse the dial must not first put the caller on hold
+            line = self.registered[row.line]
+            if not line.registered:
+                return self._refuse(action, f"line {row.line} is not registered ({line.reason})", row.id)
+            if len(self.rows) >= MAX_CALLS:
+                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls", row.id)
         if not row.local_hold:
             failed = self._wait(action, self.agent.hold(row.id), row.id)
             if failed:
                 return failed
         out = self._dial_on(action, got, row.line, None)
         if not out.ok:
+            with self._lock:
+                if row.id in self.rows:
+                    row.note = f"consultation failed ({out.reason}): connect to take the call back"
+                    self._changed(row)
             return out
         with self._lock:
             consult = out.data["row"]
@@ -428,6 +452,8 @@ class Desk:
             if not crow.up:
                 return self._refuse(action, f"row {consult} has not answered yet ({crow.state}): "
                                             "wait for the answer, or use a quick transfer", consult)
+            if held in self.transfers:
+                return self._refuse(action, f"the transfer of call {held} is already under way", held)
             self.transfers[held] = Transfer("confirm", crow.remote, consult)
             hrow.note = f"transferring to {crow.remote}"
             self._changed(hrow)
@@ -483,16 +509,42 @@ class Desk:
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
-        failed = self._wait(action, self.agent.hold(row.id), row.id)
-        if failed:
-            return failed
+        with self._lock:
+            # Refuse before holding anyone: a refused next party must leave the calls as they were.
+            if len(self.rows) >= MAX_CALLS:
+                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls", row.id)
+            line = self.registered.get(row.line)
+            if line is not None and not line.registered:
+                return self._refuse(action, f"line {row.line} is not registered ({line.reason})", row.id)
+            # Adding to a running conference holds all of it, so that no member
+            # hears the next party being dialled and consulted.
+            to_hold = [row.id] + sorted(
+                r for r in self.conference_rows
+                if r != row.id and r in self.rows and not self.rows[r].local_hold
+            ) if row.id in self.conference_rows else [row.id]
+        held: list[int] = []
+        for rid in to_hold:
+            failed = self._wait(action, self.agent.hold(rid), rid)
+            if failed:
+                self._give_back(held)
+                return failed
+            held.append(rid)
         out = self._dial_on(action, got, row.line, None)
         if not out.ok:
+            self._give_back(held)
             return out
         with self._lock:
             self.pending_conference = (row.id, out.data["row"])
         return Outcome(True, data={"row": out.data["row"], "held": row.id,
                                    "next": "press conference again when the party answers"})
+
+    def _give_back(self, ids: list[int]) -> None:
+        """Take calls held for a conference step that then failed off hold again (best effort)."""
+        for rid in ids:
+            try:
+                self.agent.unhold(rid).result(timeout=AGENT_TIMEOUT)
+            except Exception as exc:
+                log.warning("row %d: could not take the call off hold again: %s", rid, exc)
 
     def _join(self, action: str, ids: list[int]) -> Outcome:
         with self._lock:
@@ -502,7 +554,9 @@ class Desk:
                     return self._refuse(action, f"no call row {rid}")
                 if not row.up:
                     return self._refuse(action, f"call {rid} is {row.state}: only answered calls can join", rid)
-            members = set(ids) | (self.conference_rows if self.conference_rows & set(ids) else set())
+            # One operator, one headset: a join always adds to the unit's one
+            # conference, never starts a second one beside it.
+            members = set(ids) | {r for r in self.conference_rows if r in self.rows}
             if len(members) > MAX_CALLS:
                 return self._refuse(action, f"a conference holds at most {MAX_CALLS} remote parties here")
             held = [rid for rid in members if self.rows[rid].local_hold]
@@ -511,6 +565,9 @@ class Desk:
             return failed
         with self._lock:
             self.conference_rows = set(members)
+            remotes = [self.rows[r].remote for r in sorted(members) if r in self.rows]
+            for rid in members:  # every member's recording now holds every party
+                self.recording_files.parties(rid, remotes)
             for rid in members:
                 row = self.rows.get(rid)
                 if row:
@@ -540,7 +597,9 @@ class Desk:
             if row_id in self.rows:  # still ringing somewhere: do not leave it running
                 self.agent.hangup(row_id)
             reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
-            return self._refuse(action, f"nothing to pick up on {got}: {reason}")
+            # The server's own words: 404 "Nothing ringing", or e.g. 420 from a
+            # caller that cannot be picked up (its call goes on ringing there).
+            return self._refuse(action, f"cannot pick up the call ringing on {got}: {reason}")
         return Outcome(True, data={"row": row_id, "remote": waited.remote})
 
     def record(self, action: str) -> Outcome:
@@ -558,9 +617,13 @@ class Desk:
                 return self._refuse(name, f"call {row.id} is already being recorded", row.id)
             if not row.up:
                 return self._refuse(name, f"call {row.id} is {row.state}: only an answered call can be recorded", row.id)
-            path = self.recording_path(row)
+            try:
+                path = self._begin_recording(row)
+            except RecordingRefused as exc:
+                return self._refuse(name, str(exc), row.id)
             failed = self._wait(name, self.agent.record(row.id, str(path)), row.id)
             if failed:
+                self.recording_files.abort(row.id)
                 return failed
             with self._lock:
                 row.recording = True
@@ -575,15 +638,66 @@ class Desk:
         with self._lock:
             row.recording = False
             self._changed(row)
+        done = self.recording_files.finish(row.id, "stopped by the operator")
+        try:  # so that the file is complete (header, sidecar) when Stop returns
+            done.result(timeout=AGENT_TIMEOUT)
+        except Exception as exc:
+            log.warning("row %d: recording not completed in time: %s", row.id, exc)
         return Outcome(True, data={"row": row.id, "file": row.recording_path})
 
+    def mute(self, state: str = "toggle") -> Outcome:
+        """Microphone mute: "on", "off" or "toggle"; the reply says whether it is muted now."""
+        if state not in ("on", "off", "toggle"):
+            return self._refuse("mute", f"unknown mute state {state!r}; use on, off or toggle")
+        with self._lock:
+            on = (not self.muted) if state == "toggle" else state == "on"
+        agent_mute = getattr(self.agent, "mute", None)
+        if agent_mute is None:
+            return self._refuse("mute", "this unit cannot mute the microphone")
+        failed = self._wait("mute", agent_mute(on))
+        if failed:
+            return failed
+        with self._lock:
+            self.muted = on
+        log.info("microphone %s", "muted" if on else "on")
+        return Outcome(True, data={"muted": on})
+
+    def recordings(self) -> Outcome:
+        """The recordings kept on this unit, newest first, with duration and whether each was repaired."""
+        try:
+            return Outcome(True, data={"recordings": self.recording_files.entries()})
+        except OSError as exc:
+            return self._refuse("recordings", f"cannot read the recordings directory: {exc.strerror or exc}")
+
     def recording_path(self, row: Row) -> Path:
-        """`<dir>/<date-time>_<line>_<in|out>_<remote>.wav`, unsafe characters replaced."""
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-        remote = re.sub(r"[^A-Za-z0-9+._-]+", "_", re.sub(r"^.*<|>.*$|^sips?:", "", row.remote))[:48]
-        directory = self.profile.recording.directory
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / f"{stamp}_{row.line}_{row.direction}_{remote}_{row.id}.wav"
+        """Where a recording of this row started now would go (the real one may add -2 on a clash)."""
+        stem = file_stem(time.time(), row.line, row.direction, row.remote, row.id)
+        return self.profile.recording.directory / f"{stem}.wav"
+
+    def _begin_recording(self, row: Row) -> Path:
+        """Create the recording's files (space checked, sidecar with end null); RecordingRefused if not."""
+        with self._lock:
+            members = self.conference_rows if row.id in self.conference_rows else {row.id}
+            parties = [self.rows[r].remote for r in sorted(members) if r in self.rows]
+        return self.recording_files.begin(row.id, line=row.line, direction=row.direction, remote=row.remote,
+                                     route=row.route, parties=parties)
+
+    def _record_stop_low_space(self, row_id: int, reason: str) -> None:
+        """The disk is (nearly) full: stop this recording cleanly and say so; the call goes on.
+
+        Runs on the recordings thread; the agent's answer arrives on the agent thread.
+        """
+        self._emit(ev.Alert(f"recording of call {row_id} stopped: {reason}; the call goes on"))
+
+        def done(_: Future[None]) -> None:
+            with self._lock:
+                row = self.rows.get(row_id)
+                if row is not None and row.recording:
+                    row.recording = False
+                    self._changed(row)
+            self.recording_files.finish(row_id, f"stopped: {reason}")
+
+        self.agent.record(row_id, None).add_done_callback(done)
 
     def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
                  note: str = "") -> Outcome:
@@ -647,6 +761,8 @@ class Desk:
                     row.local_hold, row.remote_hold = event.local_hold, event.remote_hold
                     row.state = self._talk_state(row)
                     self._changed(row)
+                    # Hold periods are marked in the recording's sidecar (no-op when not recorded).
+                    self.recording_files.hold(row.id, event.local_hold, event.remote_hold)
             elif isinstance(event, ev.TransferProgress):
                 self._transfer_progress(event)
             elif isinstance(event, ev.AgentAlert):
@@ -702,11 +818,26 @@ class Desk:
             log.info("row %d: transfer done, leaving the call", row.id)
             self.agent.hangup(row.id)  # not waited: we are on the agent thread
             if transfer.consult is not None:
+                # B and C are now talking to each other: our leg to C is no
+                # longer a consultation (B's end below must not look like the
+                # held caller hanging up on it).
+                self.consults.pop(transfer.consult, None)
+                crow = self.rows.get(transfer.consult)
+                if crow is not None:
+                    crow.note = f"transferred to call {row.id}'s caller: leaving"
+                    self._changed(crow)
                 # The consulted party should drop our leg when it is replaced;
                 # if it never does, do not leave a ghost call on the desk.
-                timer = threading.Timer(5.0, self._release_consult, (transfer.consult,))
+                timer = threading.Timer(CONSULT_RELEASE, self._release_consult, (transfer.consult,))
                 timer.daemon = True
                 timer.start()
+        elif transfer.consult is not None:
+            # E.g. 420 from a phone without Replaces (baresip 1.0), 486 from a
+            # busy target: nothing was dropped, the operator chooses what next.
+            self._refuse(f"{transfer.mode} transfer",
+                         f"transfer of call {row.id} to call {transfer.consult} failed: {event.code} {event.reason}; "
+                         f"both calls stay with you: confirm again, connect call {row.id} to go back to the "
+                         f"caller, or hang up call {transfer.consult}", row.id)
         else:
             self._refuse(f"{transfer.mode} transfer",
                          f"transfer of call {row.id} failed: {event.code} {event.reason}; the call stays with you",
@@ -715,9 +846,10 @@ class Desk:
     def _record_always(self, row: Row) -> None:
         """Global recording: start at answer (agent thread: do not wait for it)."""
         try:
-            path = self.recording_path(row)
-        except OSError as exc:
-            self._emit(ev.Alert(f"cannot record call {row.id}: {exc}"))
+            path = self._begin_recording(row)
+        except RecordingRefused as exc:  # e.g. the disk is full: the call goes on unrecorded
+            log.warning("row %d: global recording refused: %s", row.id, exc)
+            self._emit(ev.Alert(f"call {row.id} is not recorded: {exc}"))
             return
         row.recording, row.recording_path = True, str(path)
         fut = self.agent.record(row.id, str(path))
@@ -725,6 +857,7 @@ class Desk:
         def done(f: Future[None]) -> None:
             exc = f.exception()
             if exc is not None:
+                self.recording_files.abort(row.id)
                 with self._lock:
                     row.recording = False
                     self._changed(row)
@@ -742,6 +875,8 @@ class Desk:
             if self.rows.pop(row_id, None) is None:
                 return
             log.info("row %d: ended (%s)", row_id, reason)
+            # The agent released the call's recorder: complete its files in the background.
+            self.recording_files.finish(row_id, f"call ended: {reason}" if reason else "call ended")
             self.ended_reasons[row_id] = reason
             if len(self.ended_reasons) > 64:
                 self.ended_reasons.pop(next(iter(self.ended_reasons)))
@@ -754,6 +889,12 @@ class Desk:
             for consult, h in list(self.consults.items()):
                 if h == row_id:
                     del self.consults[consult]
+                    crow = self.rows.get(consult)
+                    if crow is not None:  # an ordinary call from now on
+                        crow.note = f"the held caller hung up ({reason})"
+                        if crow.up:
+                            crow.state = self._talk_state(crow)
+                        self._changed(crow)
             self.transfers.pop(row_id, None)
             if self.pending_conference and row_id in self.pending_conference:
                 self.pending_conference = None

@@ -166,9 +166,20 @@ def test_later_desk_commands_get_their_arguments(unit: Unit) -> None:
     assert request(unit.path, "record", action="start")["data"]["row"] == call
 
 
-def test_a_command_the_desk_does_not_have_yet_is_refused(unit: Unit) -> None:
-    assert not hasattr(unit.desk, "recordings")
-    assert request(unit.path, "recordings") == {"ok": False, "error": "recordings is not available on this unit yet"}
+def test_a_command_the_desk_does_not_have_yet_is_refused(unit: Unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(control.COMMANDS, "later", control.Command("later_feature", help="not built yet"))
+    assert not hasattr(unit.desk, "later_feature")
+    assert request(unit.path, "later") == {"ok": False, "error": "later is not available on this unit yet"}
+
+
+def test_recordings_lists_what_the_desk_recorded(unit: Unit) -> None:
+    call = unit.agent.ring()
+    unit.agent.talking(call)
+    path = request(unit.path, "record", action="start")["data"]["file"]
+
+    listed = request(unit.path, "recordings")["data"]["recordings"]
+
+    assert [(r["file"], r["recording"]) for r in listed] == [(path, True)]
 
 
 def test_an_unknown_command_is_refused_naming_the_known_ones(unit: Unit) -> None:

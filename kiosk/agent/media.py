@@ -29,6 +29,9 @@ class Media:
         self.groups: list[set["KCall"]] = []
         self.recorders: dict[int, pj.AudioMediaRecorder] = {}
         self._local: pj.AudioMedia | None = None
+        # Recorders of locally held calls are fed silence (see _quiet); made on first use.
+        self._silence: pj.ToneGenerator | None = None
+        self._quieted: set[int] = set()
 
     # --- local audio -------------------------------------------------------
 
@@ -56,6 +59,7 @@ class Media:
         """Connect a call's audio to everything it should hear and be heard by."""
         aud = call.audio()
         if aud is None:
+            self._quiet(call)
             return
         try:
             cap, play = self.local_capture(), self.local_playback()
@@ -73,6 +77,7 @@ class Media:
             for member in group:
                 rec = self.recorders.get(member.id)
                 if rec is not None:
+                    self._unquiet(member.id, rec)
                     for m in group:
                         maud = m.audio() if m is not call else aud
                         if maud is not None:
@@ -82,13 +87,25 @@ class Media:
             log.warning("call %d: rewiring failed: %s", call.id, exc.reason)
 
     def _level(self, group: set["KCall"]) -> None:
-        """Keep sums sane: each of n remote parties is mixed at 1/(n-1)-ish gain."""
+        """Keep the mix under full scale: with n >= 3 remote parties each one's voice enters at 1/sqrt(n).
+
+        pjmedia's bridge sums without normalising, and the operator (headset and
+        recorder) hears all n parties at once. pjsua2 names levels from the
+        port's side: `adjustTxLevel` scales what a call *sends into* the bridge
+        (its voice, heard by everyone), `adjustRxLevel` what it *receives* (the
+        mix sent to that far end; scaling that leaves the operator's mix as loud
+        as before: measured, the operator's recording of four far-end tones at
+        -9 to -5 dBFS hit full scale). At 1/sqrt(n) (-6 dB for four) the
+        operator's four-tone mix peaked at 0.86 of full scale and each remote
+        party's three-tone mix at 0.67. A call alone gets 1.0 back (n = 1), so
+        a party that was in a conference is not left quiet.
+        """
         n = len(group)
-        gain = 1.0 if n <= 2 else max(0.4, 1.0 / (n - 1) ** 0.5)
+        gain = 1.0 if n <= 2 else 1.0 / n ** 0.5
         for member in group:
             aud = member.audio()
             if aud is not None:
-                aud.adjustRxLevel(gain)
+                aud.adjustTxLevel(gain)
 
     def join(self, calls: list["KCall"]) -> None:
         """Put the calls (and any groups they are already in) in one conference."""
@@ -101,13 +118,53 @@ class Media:
             self.rewire(call)
 
     def forget(self, call: "KCall") -> None:
-        """A call ended: take it out of its conference and stop its recorder."""
+        """A call ended: take it out of its conference (the rest keep talking) and stop its recorder."""
         for group in self.groups:
-            group.discard(call)
+            if call in group:
+                group.discard(call)
+                try:  # fewer parties: louder again; the last one alone at full level
+                    self._level(group)
+                except pj.Error as exc:
+                    log.warning("call %d left: re-levelling the conference failed: %s", call.id, exc.reason)
         self.groups = [g for g in self.groups if len(g) > 1]
         self.recorders.pop(call.id, None)
+        self._quieted.discard(call.id)
 
     # --- recording ---------------------------------------------------------
+
+    def _quiet(self, call: "KCall") -> None:
+        """A held call's recorder gets silence instead of the operator's microphone.
+
+        While B is held the operator may consult C: that must not land in B's
+        recording. Silence (not nothing) because pjmedia's writer writes no
+        frame while no port transmits to it (measured): the file would then
+        lose the hold's time, and the sidecar's hold spans would no longer be
+        positions in the audio. A ToneGenerator that plays nothing is a silent
+        source in C, with no Python on the clock thread.
+        """
+        rec = self.recorders.get(call.id)
+        if rec is None or call.id in self._quieted:
+            return
+        try:
+            if self._silence is None:
+                self._silence = pj.ToneGenerator()
+                self._silence.createToneGenerator(16000, 1)
+            try:
+                self.local_capture().stopTransmit(rec)
+            except pj.Error:
+                pass  # was not connected
+            self._silence.startTransmit(rec)
+            self._quieted.add(call.id)
+        except pj.Error as exc:
+            log.warning("call %d: cannot keep the held call's recording silent: %s", call.id, exc.reason)
+
+    def _unquiet(self, call_id: int, rec: pj.AudioMediaRecorder) -> None:
+        if call_id in self._quieted and self._silence is not None:
+            self._quieted.discard(call_id)
+            try:
+                self._silence.stopTransmit(rec)
+            except pj.Error:
+                pass
 
     def start_recording(self, call: "KCall", path: str) -> None:
         if call.id in self.recorders:
@@ -121,10 +178,16 @@ class Media:
         rec = self.recorders.pop(call.id, None)
         if rec is None:
             raise AgentError(f"call {call.id} is not being recorded")
-        del rec  # releasing the recorder closes and finalises the WAV
+        self._quieted.discard(call.id)
+        # Releasing the recorder finalises the WAV, but pjmedia closes the file on
+        # its clock thread a tick or two later (measured ~20 ms): recordings.py
+        # waits for that before it checks the header and completes the sidecar.
+        del rec
 
     def release(self) -> None:
         """Drop every pjsua2 media object before libDestroy (else the interpreter crashes)."""
         self.recorders.clear()
+        self._quieted.clear()
+        self._silence = None
         self.groups.clear()
         self._local = None
