@@ -79,6 +79,8 @@ def test_incoming_call_from_sipp_rings_is_answered_and_hung_up(unit_factory, kam
         assert sipp.wait(15) == 0, sipp.log_path.read_text()[-2000:]
     received = [m for _, m in sipp.messages() if m.startswith("BYE ")]
     assert received, "SIPp never received the unit's BYE"
+    answers = [m for _, m in sipp.messages() if m.startswith("SIP/2.0 200") and "m=audio" in m]
+    assert answers and all("c=IN IP4 127.0.0.1" in m for m in answers), answers  # RTP stays on loopback
 
 
 def _invite(port: int, src_ip: str, src: int, call_id: str, sdp: str | None) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import weakref
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
@@ -43,6 +44,25 @@ def remote_party(uri: str) -> str:
     return uri.split(";", 1)[0]
 
 
+def asserted_party(event: "pj.SipEvent") -> str:
+    """The P-Asserted-Identity (or Remote-Party-ID) of a 1xx/2xx we received, as `remote_party`.
+
+    After a pickup the dialog's To is still `*8<ext>`: the server names the
+    caller we were connected to this way, if it does at all.
+    """
+    try:
+        if event.type != pj.PJSIP_EVENT_TSX_STATE or event.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return ""
+        msg = event.body.tsxState.src.rdata.wholeMsg
+    except (AttributeError, pj.Error):
+        return ""
+    if not re.match(r"SIP/2\.0 [12]\d\d ", msg):
+        return ""
+    head = msg.split("\r\n\r\n", 1)[0]
+    m = re.search(r"^(?:P-Asserted-Identity|Remote-Party-ID)[ \t]*:[ \t]*(.+?)[ \t]*\r?$", head, re.M | re.I)
+    return remote_party(m.group(1).split(",", 1)[0]) if m else ""
+
+
 class KCall(pj.Call):
     """One call of the unit; `id` is the desk's row id."""
 
@@ -57,6 +77,7 @@ class KCall(pj.Call):
         self.remote_hold = False
         self.media_active = False
         self.silent = False  # a refused (untrusted) call: the desk never hears of it
+        self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
 
@@ -71,8 +92,9 @@ class KCall(pj.Call):
         log.info("call %d: %s %s %s", self.id, info.stateText, info.lastStatusCode, info.lastReason)
         if self.silent:
             return
+        self.asserted = asserted_party(prm.e) or self.asserted
         self.agent.emit(ev.CallProgress(self.id, state, int(info.lastStatusCode), info.lastReason,
-                                        remote_party(info.remoteUri)))
+                                        self.asserted or remote_party(info.remoteUri)))
 
     def onCallMediaState(self, prm: "pj.OnCallMediaStateParam") -> None:
         info = self.getInfo()
@@ -193,8 +215,10 @@ class CallRegistry:
     def bury(self) -> None:
         """Release removed calls and collect any cycles, on the agent thread."""
         if self.graveyard:
+            left = [weakref.ref(c) for c in self.graveyard]
             self.graveyard.clear()
-            gc.collect()
+            if any(r() is not None for r in left):  # only a cycle keeps one alive: collect it here
+                gc.collect()
 
     def all(self) -> list[KCall]:
         return list(self._calls.values())

@@ -67,6 +67,15 @@ class LineAccount(pj.Account):
             cfg.sipConfig.proxies.append(_with_lr(proxy))
         # The desk decides about hold and media; no ICE/STUN on a LAN desk unit.
         cfg.natConfig.iceEnabled = False
+        # One codec in the answer already: no codec-lock re-INVITE right after
+        # answer (it made a hold in the first ~40 ms fail with PJ_EINVALIDOP).
+        cfg.mediaConfig.lockCodecEnabled = False
+        # RTP on the SIP listen address, any free port: units sharing a host
+        # (and the lab) must not collide on 4000, nor advertise another interface.
+        host = self.agent.profile.sip.host
+        cfg.mediaConfig.transportConfig.port = 0
+        if host not in ("0.0.0.0", "", "::"):
+            cfg.mediaConfig.transportConfig.boundAddress = host
         return cfg
 
     def onRegState(self, prm: "pj.OnRegStateParam") -> None:
