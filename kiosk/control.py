@@ -38,10 +38,11 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from . import events as ev
-from .desk import Desk, Outcome
+if TYPE_CHECKING:  # `kiosk ctl` is a client: it must not pay for importing the desk
+    from . import events as ev
+    from .desk import Desk
 
 log = logging.getLogger("kiosk.control")
 
@@ -204,6 +205,8 @@ def dispatch(desk: Desk, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the desk's bug must not take the socket (or the unit) down
         log.exception("control: desk failed on %s %s", cmd, kwargs)
         return _error(f"{cmd} failed inside the unit ({type(exc).__name__}: {exc}); see the unit's log")
+    from .desk import Outcome
+
     if isinstance(result, Outcome):
         return {"ok": True, "data": result.data} if result.ok else _error(result.reason)
     return {"ok": True, "data": _data(result)}
