@@ -565,6 +565,8 @@ class Desk:
             return failed
         with self._lock:
             self.conference_rows = set(members)
+            if self.pending_conference and set(self.pending_conference) <= members:
+                self.pending_conference = None  # joined by selecting the rows: a later press is a new step
             remotes = [self.rows[r].remote for r in sorted(members) if r in self.rows]
             for rid in members:  # every member's recording now holds every party
                 self.recording_files.parties(rid, remotes)

@@ -6,10 +6,14 @@ tmp_path and stops them by PID when the test ends, pass or fail.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -19,6 +23,7 @@ os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
 from kiosk.lab.baresip import Baresip  # noqa: E402
 from kiosk.lab.kamailio import Kamailio  # noqa: E402
 from kiosk.lab.ports import free_port  # noqa: E402
+from kiosk.lab.proc import wait_until  # noqa: E402
 from kiosk.lab.unit import LabLine, LabRoute, Unit, lab_profile_toml  # noqa: E402
 
 #: Subscribers of the lab registrar: the unit's lines (1xxx) and far ends (2xxx).
@@ -44,6 +49,23 @@ def kamailio(tmp_path: Path) -> Iterator[Kamailio]:
 
 
 @pytest.fixture
+def trunk_port() -> int:
+    """A free port for a trunk (usually a SIPp UAS) behind Kamailio's dial prefix 9."""
+    return free_port()
+
+
+@pytest.fixture
+def kamailio_trunk(tmp_path: Path, trunk_port: int) -> Iterator[Kamailio]:
+    """Like `kamailio`, and numbers dialled with prefix 9 go (prefix stripped) to 127.0.0.1:trunk_port.
+
+    A test module that wants every lab part on it overrides `kamailio` with
+    `def kamailio(kamailio_trunk): return kamailio_trunk`.
+    """
+    with Kamailio(tmp_path / "kamailio", free_port(), USERS, trunks={"9": trunk_port}) as k:
+        yield k
+
+
+@pytest.fixture
 def phone(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., Baresip]]:
     """Factory: a registered, auto-answering baresip far end playing its own tone."""
     phones: list[Baresip] = []
@@ -65,11 +87,14 @@ def unit_factory(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., U
     units: list[Unit] = []
 
     def make(lines: list[LabLine] | None = None, routes: list[LabRoute] | None = None,
-             start: bool = True, wait_registered: bool = True, **kw: object) -> Unit:
+             start: bool = True, wait_registered: bool = True, domain: str = "127.0.0.1",
+             **kw: object) -> Unit:
+        # domain=kamailio.address makes bare numbers resolvable by far ends too
+        # (a Refer-To that baresip dials itself), as a real PBX domain would be.
         workdir = tmp_path / f"unit{len(units)}"
         sock = workdir / "control.sock"
         text = lab_profile_toml(
-            listen=f"127.0.0.1:{free_port()}", registrar=f"sip:{kamailio.address}", domain="127.0.0.1",
+            listen=f"127.0.0.1:{free_port()}", registrar=f"sip:{kamailio.address}", domain=domain,
             proxy=f"sip:{kamailio.address}",
             lines=lines or [LabLine("main", "1001", USERS["1001"])],
             routes=routes, socket=sock, recordings=workdir / "recordings", **kw)  # type: ignore[arg-type]
@@ -87,3 +112,65 @@ def unit_factory(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., U
         if "Fatal Python error" in log or "Assertion `" in log or "Traceback" in log:
             crashed.append(f"{u.workdir}: {log[-3000:]}")
     assert not crashed, "the unit crashed or logged a traceback:\n" + "\n".join(crashed)
+
+
+class EventLog:
+    """`kiosk ctl events` of a unit as its own process, its JSON lines collected in a file."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.path = unit.workdir / f"events-{time.monotonic_ns()}.jsonl"
+        argv = [sys.executable, "-m", "kiosk.cli", "ctl", "--socket", str(unit.socket), "events"]
+        with open(self.path, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        if not wait_until(lambda: any(e.get("event") == "snapshot" for e in self.events()), 10):
+            self.stop()
+            raise AssertionError(f"kiosk ctl events printed no snapshot: {self.path.read_text()[-2000:]}")
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every complete event line so far (only `kind` ones, if given)."""
+        out = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # a line still being written
+            if isinstance(obj, dict) and (kind is None or obj.get("event") == kind):
+                out.append(obj)
+        return out
+
+    def wait(self, kind: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True,
+             timeout: float = 10.0) -> dict[str, Any]:
+        """The first `kind` event matching pred (waiting for it); AssertionError with all events if none."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            found[:] = [e for e in self.events(kind) if pred(e)]
+            return bool(found)
+
+        if not wait_until(check, timeout, 0.05):
+            raise AssertionError(f"no matching {kind} event in {timeout} s; events: {self.events()}")
+        return found[0]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def unit_events() -> Iterator[Callable[[Unit], EventLog]]:
+    """Factory: follow a unit's desk events through `kiosk ctl events` (stopped by PID at the end)."""
+    logs: list[EventLog] = []
+
+    def make(unit: Unit) -> EventLog:
+        log = EventLog(unit)
+        logs.append(log)
+        return log
+
+    yield make
+    for log in logs:
+        log.stop()

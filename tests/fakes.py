@@ -196,3 +196,11 @@ class FakeAgent:
     def ended(self, call: int, code: int = 200, reason: str = "Normal call clearing") -> None:
         """The call is over (BYE, CANCEL, or a final failure response)."""
         self.progress(call, "ended", code, reason)
+
+    def transfer_status(self, call: int, code: int, reason: str, final: bool = True) -> None:
+        """A NOTIFY about the REFER we sent for `call` arrived (sipfrag `code reason`)."""
+        self.emit(ev.TransferProgress(call, code, reason, final))
+
+    def remote_hold(self, call: int, held: bool = True) -> None:
+        """The far end put the call on hold (or took it off) with its own re-INVITE."""
+        self.emit(ev.CallMedia(call, local_hold=False, remote_hold=held))
