@@ -10,7 +10,9 @@ and runs Debian's kamailio 5.6 in the foreground on 127.0.0.1 (UDP and TCP):
 - dial-prefix trunks: `trunks={"9": 5099}` strips "9" from the Request-URI
   user and relays to 127.0.0.1:5099;
 - feature-code pickup: dialling `<pickup_prefix><ext>` while <ext> rings sends
-  an INVITE with `Replaces:` for the ringing dialog to the *caller*;
+  an INVITE with `Replaces:` for the ringing dialog to the *caller*, and
+  the caller's 2xx reaches the picker with a `P-Asserted-Identity` naming
+  the caller (the dialog's To stays `<pickup_prefix><ext>`);
 - every request and reply is logged (xlog) to `log_path`.
 """
 
@@ -107,6 +109,9 @@ def render_config(
 	append_hf("Replaces: $sht(ring=>$var(ext)::ci);to-tag=$sht(ring=>$var(ext)::ftag);from-tag=$sht(ring=>$var(ext)::ttag)\\r\\n");
 	$ru = $sht(ring=>$var(ext)::contact);
 	xlog("L_NOTICE", "PICKUP $var(ext): call $sht(ring=>$var(ext)::ci) of $sht(ring=>$var(ext)::caller) -> $ru\\n");
+	# Tell the picker whom it got (the dialog's To stays *8<ext>), as PBXs do.
+	$avp(picked) = $sht(ring=>$var(ext)::caller);
+	t_on_reply("PICKED");
 	route(RELAY);
 	exit;"""
     else:
@@ -365,6 +370,12 @@ onreply_route[RINGING] {{
 		}}
 	}} else if ($rs >= 200) {{
 		route(RING_CLEAR);
+	}}
+}}
+
+onreply_route[PICKED] {{
+	if ($rs >= 200 && $rs < 300 && $avp(picked) != $null) {{
+		append_hf("P-Asserted-Identity: <sip:$avp(picked)@{domain}>\\r\\n");
 	}}
 }}
 
