@@ -129,6 +129,8 @@ COMMANDS: dict[str, Command] = {
     "record": Command("record", (Arg("action", "a string", _is_str, True, choices=("start", "stop")),),
                       help="start or stop recording the selected call"),
     "recordings": Command("recordings", help="the recordings kept on this unit"),
+    "mute": Command("mute", (Arg("state", "a string", _is_str, choices=("on", "off", "toggle")),),
+                    help="microphone mute"),
 }
 
 #: Not in COMMANDS because it turns the connection into a stream instead of calling the desk.
@@ -580,6 +582,8 @@ def _ctl_parser() -> argparse.ArgumentParser:
     p.add_argument("number", metavar="NUMBER", nargs="?")
     p = sub.add_parser("record", help=COMMANDS["record"].help)
     p.add_argument("action", choices=("start", "stop"))
+    p = sub.add_parser("mute", help=COMMANDS["mute"].help)
+    p.add_argument("state", choices=("on", "off", "toggle"), nargs="?", default="toggle")
     return parser
 
 

@@ -312,6 +312,9 @@ class Desk:
             return row
         if row.direction != "in" or row.state != "ringing":
             return self._refuse("answer", f"call {row.id} is not ringing here (it is {row.state})", row.id)
+        failed = self._hold_others("answer", row.id)
+        if failed:
+            return failed
         log.info("row %d: answer", row.id)
         return self._wait("answer", self.agent.answer(row.id), row.id) or Outcome(True, data={"row": row.id})
 
@@ -344,15 +347,21 @@ class Desk:
             return row
         if not row.local_hold:
             return self._refuse("connect", f"call {row.id} is not on hold", row.id)
-        with self._lock:
-            others = [r for r in self.rows.values()
-                      if r.id != row.id and r.up and not r.local_hold]
-        for other in others:  # never two conversations into one headset
-            failed = self._wait("connect", self.agent.hold(other.id), other.id)
-            if failed:
-                return failed
+        failed = self._hold_others("connect", row.id)
+        if failed:
+            return failed
         log.info("row %d: connect", row.id)
         return self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
+
+    def _hold_others(self, action: str, keep: int | None) -> Outcome | None:
+        """Hold every call in conversation except `keep`: never two conversations into one headset."""
+        with self._lock:
+            others = [r.id for r in self.rows.values() if r.id != keep and r.up and not r.local_hold]
+        for other in others:
+            failed = self._wait(action, self.agent.hold(other), other)
+            if failed:
+                return failed
+        return None
 
     def transfer(self, mode: str, number: str | None = None) -> Outcome:
         """Transfer the selected call: quick (blind), consult, or confirm."""
@@ -709,6 +718,10 @@ class Desk:
                 return self._refuse(action, f"line {line_id} is not registered ({self.registered[line_id].reason})")
             if len(self.rows) >= MAX_CALLS:
                 return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls")
+        failed = self._hold_others(action, None)
+        if failed:
+            return failed
+        with self._lock:
             uri = self.target_uri(number, line_id, route_id)
             row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id, note=note)
             self.rows[row.id] = row

@@ -344,3 +344,38 @@ def test_the_sip_stacks_own_call_limit_is_reported_in_plain_words(desk: Desk, ag
 
     assert outcome.reason == "this unit handles at most 4 calls"
     assert desk.rows == {}
+
+
+# --- one conversation at a time ----------------------------------------------------------
+
+
+def test_dialling_while_talking_holds_the_current_call_first(desk: Desk, agent: FakeAgent) -> None:
+    first = talking(agent)
+
+    out = desk.dial("2002")
+
+    assert out.ok, out.reason
+    assert agent.requests("hold") == [(first,)]
+    assert desk.rows[first].state == "on hold"
+
+
+def test_answering_a_second_call_holds_the_one_in_conversation(desk: Desk, agent: FakeAgent) -> None:
+    first = talking(agent)
+    second = agent.ring("sip:2002@pbx.test")
+    desk.select([second])
+
+    out = desk.answer()
+
+    assert out.ok, out.reason
+    assert agent.requests("hold") == [(first,)]
+    assert agent.requests("answer") == [(second,)]
+
+
+def test_a_refused_hold_keeps_the_new_call_from_being_dialled(desk: Desk, agent: FakeAgent) -> None:
+    talking(agent)
+    agent.fail_next("hold", "re-INVITE in progress")
+
+    out = desk.dial("2002")
+
+    assert not out.ok and "re-INVITE in progress" in out.reason
+    assert agent.requests("dial") == []

@@ -76,7 +76,8 @@ class KCall(pj.Call):
         self.local_hold = False
         self.remote_hold = False
         self.media_active = False
-        self.silent = False  # a refused (untrusted) call: the desk never hears of it
+        self.silent = False
+        self.hold_sent = False  # our hold re-INVITE is out; cleared by connect  # a refused (untrusted) call: the desk never hears of it
         self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
@@ -111,6 +112,7 @@ class KCall(pj.Call):
             elif mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 active = True
         self.local_hold, self.remote_hold, self.media_active = local_hold, remote_hold, active
+        self.hold_sent = False  # the offer/answer is over: local_hold now tells the truth
         # Every re-INVITE tears down the call's bridge connections: wire them again.
         if self.agent.media:
             self.agent.media.rewire(self)
@@ -170,14 +172,18 @@ class KCall(pj.Call):
         self.hangup(prm)
 
     def hold_now(self) -> None:
-        if self.local_hold:
-            raise AgentError(f"call {self.id} is already on hold")
+        """Hold; a hold already on its way is not an error (the desk may ask twice
+        before the re-INVITE's answer shows the call held)."""
+        if self.local_hold or self.hold_sent:
+            return
         self.setHold(pj.CallOpParam(True))
+        self.hold_sent = True
 
     def unhold_now(self) -> None:
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         self.reinvite(prm)
+        self.hold_sent = False
 
     def transfer_now(self, uri: str) -> None:
         self.xfer(uri, pj.CallOpParam(True))

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pjsua2 as pj
 
@@ -27,6 +27,8 @@ from ..desk import AgentError
 from ..profile import MAX_CALLS, Profile
 from .calls import CallRegistry, KCall
 from .lines import Lines
+if TYPE_CHECKING:  # numpy and hw.audio only load when the profile names a device
+    from .audio_port import LocalBridge
 from .media import Media
 
 log = logging.getLogger("kiosk.agent")
@@ -71,6 +73,7 @@ class PjAgent:
         self.calls = CallRegistry()
         self.lines: Lines | None = None
         self.media: Media | None = None
+        self.local_audio: LocalBridge | None = None  # the headset bridge, when the profile names a device
 
     # --- the desk's side ---------------------------------------------------
 
@@ -135,6 +138,10 @@ class PjAgent:
     def conference(self, calls: list[int]) -> Future[None]:
         return self.submit(self._conference, calls)
 
+    def mute(self, on: bool) -> Future[None]:
+        """Mute (or unmute) the operator's microphone; without a headset there is nothing to mute."""
+        return self.submit(self._mute, on)
+
     def record(self, call: int, path: str | None) -> Future[None]:
         """Start recording the call into path, or stop it when path is None."""
         return self.submit(self._record, call, path)
@@ -190,6 +197,11 @@ class PjAgent:
         ep.libStart()
         self.trusted = resolve_hosts(sip.trusted)
         self.media = Media(ep)
+        if self.profile.audio.device is not None:
+            # After libStart (the port joins the conference bridge); a missing device is not fatal.
+            from .audio_port import start_local_audio
+
+            self.local_audio = start_local_audio(self, self.profile.audio.device)
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
 
@@ -271,6 +283,9 @@ class PjAgent:
                 log.exception("deferred job failed")
 
     def _destroy(self) -> None:
+        if self.local_audio is not None:  # the port must be gone before libDestroy
+            self.local_audio.close()
+            self.local_audio = None
         ep = self.ep
         self.ep = None
         self.media = None
@@ -321,6 +336,12 @@ class PjAgent:
         assert self.media is not None
         calls = [self._call(c) for c in call_ids]
         self.media.join(calls)
+
+    def _mute(self, on: bool) -> None:
+        if self.local_audio is None:
+            raise AgentError("this unit has no headset configured ([audio] device)")
+        self.local_audio.muted = on
+        log.info("microphone %s", "muted" if on else "unmuted")
 
     def _record(self, call_id: int, path: str | None) -> None:
         assert self.media is not None
