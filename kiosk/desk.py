@@ -762,7 +762,7 @@ class Desk:
                 self.registered[event.line] = event
                 log.info("line %s: %s (%s %s)", event.line,
                          "registered" if event.registered else "not registered", event.code, event.reason)
-                self._emit(ev.LineChanged(event.line, event.registered, event.code, event.reason))
+                self._emit(event)
             elif isinstance(event, ev.IncomingCall):
                 row = Row(event.call, event.line, "in", event.remote, "ringing")
                 self.rows[row.id] = row
@@ -780,9 +780,9 @@ class Desk:
                     self.recording_files.hold(row.id, event.local_hold, event.remote_hold)
             elif isinstance(event, ev.TransferProgress):
                 self._transfer_progress(event)
-            elif isinstance(event, ev.AgentAlert):
+            elif isinstance(event, ev.Alert):
                 log.warning("alert: %s", event.message)
-                self._emit(ev.Alert(event.message))
+                self._emit(event)
 
     def _progress(self, event: ev.CallProgress) -> None:
         row = self.rows.get(event.call)

@@ -80,14 +80,6 @@ class TransferProgress(Event):
     kind = "transfer"
 
 
-@dataclass(frozen=True)
-class AgentAlert(Event):
-    """Something the operator or the maintainer should know that is not a call event."""
-
-    message: str
-    kind = "alert"
-
-
 # --- desk -> front-ends ----------------------------------------------------
 
 
@@ -123,15 +115,6 @@ class ParamsChanged(Event):
 
 
 @dataclass(frozen=True)
-class LineChanged(Event):
-    line: str
-    registered: bool
-    code: int
-    reason: str
-    kind = "line"
-
-
-@dataclass(frozen=True)
 class NumberRequired(Event):
     """An action needs a number and the Number field is empty: ask the operator."""
 
@@ -151,5 +134,11 @@ class ActionFailed(Event):
 
 @dataclass(frozen=True)
 class Alert(Event):
+    """Something the operator or the maintainer should know that is not a call event.
+
+    Raised by the agent (audio device lost) or the desk (recording stopped); the
+    desk passes the agent's on to the front-ends as they are, as it does LineState.
+    """
+
     message: str
     kind = "alert"

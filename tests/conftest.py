@@ -24,7 +24,11 @@ from kiosk.lab.baresip import Baresip  # noqa: E402
 from kiosk.lab.kamailio import Kamailio  # noqa: E402
 from kiosk.lab.ports import free_port  # noqa: E402
 from kiosk.lab.proc import wait_until  # noqa: E402
+from kiosk import events as ev  # noqa: E402
+from kiosk.desk import Desk  # noqa: E402
 from kiosk.lab.unit import LabLine, LabRoute, Unit, lab_profile_toml  # noqa: E402
+
+from .fakes import FakeAgent, make_profile  # noqa: E402
 
 #: Subscribers of the lab registrar: the unit's lines (1xxx) and far ends (2xxx).
 USERS = {
@@ -35,6 +39,34 @@ USERS = {
 _HAVE_LAB = all(shutil.which(b) for b in ("kamailio", "baresip", "sipp"))
 if os.environ.get("CI") and not _HAVE_LAB:  # in CI a missing lab is an install bug, not a skip
     raise RuntimeError("kamailio, baresip or sipp missing: scripts/install.sh must install them")
+# --- the desk on a fake agent (fast unit tests) ---------------------------------
+
+
+@pytest.fixture
+def agent() -> FakeAgent:
+    return FakeAgent()
+
+
+@pytest.fixture
+def desk(agent: FakeAgent) -> Desk:
+    """A started desk on the fake agent, every line registered."""
+    profile = make_profile()
+    d = Desk(profile, agent)
+    d.start()
+    agent.register_all(profile)
+    return d
+
+
+@pytest.fixture
+def seen(desk: Desk) -> list[ev.Event]:
+    """Every desk event from here on."""
+    got: list[ev.Event] = []
+    desk.subscribe(got.append)
+    return got
+
+
+# --- the lab: real processes -----------------------------------------------------
+
 needs_lab = pytest.mark.skipif(
     not _HAVE_LAB,
     reason="lab binaries missing: apt-get install kamailio baresip sip-tester (scripts/install.sh does)",

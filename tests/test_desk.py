@@ -15,28 +15,6 @@ from kiosk.profile import MAX_CALLS
 from .fakes import FakeAgent, make_profile
 
 
-@pytest.fixture
-def agent() -> FakeAgent:
-    return FakeAgent()
-
-
-@pytest.fixture
-def desk(agent: FakeAgent) -> Desk:
-    profile = make_profile()
-    d = Desk(profile, agent)
-    d.start()
-    agent.register_all(profile)
-    return d
-
-
-@pytest.fixture
-def seen(desk: Desk) -> list[ev.Event]:
-    """Every desk event from here on."""
-    got: list[ev.Event] = []
-    desk.subscribe(got.append)
-    return got
-
-
 def kinds(events: list[ev.Event]) -> list[str]:
     return [e.kind for e in events]
 
@@ -335,11 +313,11 @@ def test_line_registration_shows_in_the_snapshot(desk: Desk, agent: FakeAgent, s
 
     assert lines["op1"]["registered"] is True
     assert lines["op2"] == {"id": "op2", "registered": False, "code": 408, "reason": "Request Timeout"}
-    assert seen == [ev.LineChanged("op2", False, 408, "Request Timeout")]
+    assert seen == [ev.LineState("op2", False, 408, "Request Timeout")]
 
 
 def test_agent_alert_reaches_front_ends(desk: Desk, agent: FakeAgent, seen: list) -> None:
-    agent.emit(ev.AgentAlert("audio device lost"))
+    agent.emit(ev.Alert("audio device lost"))
     assert seen == [ev.Alert("audio device lost")]
 
 

@@ -15,28 +15,6 @@ from kiosk.profile import MAX_CALLS
 from .fakes import FakeAgent, make_profile
 
 
-@pytest.fixture
-def agent() -> FakeAgent:
-    return FakeAgent()
-
-
-@pytest.fixture
-def desk(agent: FakeAgent) -> Desk:
-    profile = make_profile()
-    d = Desk(profile, agent)
-    d.start()
-    agent.register_all(profile)
-    return d
-
-
-@pytest.fixture
-def seen(desk: Desk) -> list[ev.Event]:
-    """Every desk event from here on."""
-    got: list[ev.Event] = []
-    desk.subscribe(got.append)
-    return got
-
-
 def talking(agent: FakeAgent, remote: str = "sip:2001@pbx.test") -> int:
     """An incoming call, answered; its row id."""
     call = agent.ring(remote)

@@ -16,27 +16,6 @@ from kiosk.profile import MAX_CALLS
 from .fakes import FakeAgent, make_profile
 
 
-@pytest.fixture
-def agent() -> FakeAgent:
-    return FakeAgent()
-
-
-@pytest.fixture
-def desk(agent: FakeAgent) -> Desk:
-    profile = make_profile()
-    d = Desk(profile, agent)
-    d.start()
-    agent.register_all(profile)
-    return d
-
-
-@pytest.fixture
-def seen(desk: Desk) -> list[ev.Event]:
-    got: list[ev.Event] = []
-    desk.subscribe(got.append)
-    return got
-
-
 def talking_call(desk: Desk, agent: FakeAgent, remote: str = "sip:2001@pbx.test") -> int:
     """An incoming call, answered: the operator is talking to it."""
     call = agent.ring(remote)

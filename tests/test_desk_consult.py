@@ -22,27 +22,6 @@ from kiosk.profile import MAX_CALLS
 from .fakes import FakeAgent, make_profile
 
 
-@pytest.fixture
-def agent() -> FakeAgent:
-    return FakeAgent()
-
-
-@pytest.fixture
-def desk(agent: FakeAgent) -> Desk:
-    profile = make_profile()
-    d = Desk(profile, agent)
-    d.start()
-    agent.register_all(profile)
-    return d
-
-
-@pytest.fixture
-def seen(desk: Desk) -> list[ev.Event]:
-    got: list[ev.Event] = []
-    desk.subscribe(got.append)
-    return got
-
-
 def failures(seen: list[ev.Event]) -> list[str]:
     return [e.reason for e in seen if isinstance(e, ev.ActionFailed)]
 

@@ -250,7 +250,7 @@ class LocalBridge:
 
     def _alert(self, message: str) -> None:
         """From the device's supervisor thread to the desk, through the agent thread."""
-        self.agent.submit(self.agent.emit, ev.AgentAlert(message))
+        self.agent.submit(self.agent.emit, ev.Alert(message))
 
 
 def start_local_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None:
@@ -263,6 +263,6 @@ def start_local_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None
         if agent.media is not None:
             agent.media.set_local_port(None)
         bridge.port = None
-        agent.emit(ev.AgentAlert(f"Local audio is off: {exc}"))
+        agent.emit(ev.Alert(f"Local audio is off: {exc}"))
         return None
     return bridge
