@@ -160,7 +160,7 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | dict[str, Any]:
         request = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         return _error("request is not UTF-8 text")
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
         return _error(f"request is not valid JSON: {exc}")
     except RecursionError:  # "[[[[..." fits in one line and would otherwise escape as a crash
         return _error("request is nested too deeply")

@@ -132,10 +132,15 @@ class Desk:
         self.line = profile.lines[0].id
         self.number = ""
         self.route = profile.sip.default_route or (profile.routes[0].id if profile.routes else "")
+        if self.route:
+            self.line = profile.route(self.route).line
         self.registered: dict[str, ev.LineState] = {
             line.id: ev.LineState(line.id, False, 0, "not registered yet") for line in profile.lines
         }
+        self.selection_lost = False  # the selected call ended: no falling back to "the only call"
         self.transfers: dict[int, Transfer] = {}
+        self.late_transfers: dict[int, Transfer] = {}  # timed out, but a final NOTIFY may still come
+        self.transfer_deadline: dict[int, float] = {}
         self.consults: dict[int, int] = {}  # consult row -> held row
         self.pending_conference: tuple[int, int] | None = None  # (held B, dialled C)
         self.conference_rows: set[int] = set()
@@ -199,7 +204,9 @@ class Desk:
         except AgentError as exc:
             return self._refuse(action, str(exc), row_id)
         except TimeoutError:
-            return self._refuse(action, "the SIP agent did not answer in time", row_id)
+            if fut.cancel():  # never done later, after the operator was told it failed
+                return self._refuse(action, "the SIP agent did not answer in time; nothing was done", row_id)
+            return self._refuse(action, "the SIP agent is slow: the request is still in progress", row_id)
         except Exception as exc:  # the agent must never leave the desk in a half state
             log.exception("%s: agent failed", action)
             return self._refuse(action, f"internal error in the SIP agent: {exc}", row_id)
@@ -227,12 +234,16 @@ class Desk:
         """The rows an action applies to: the selection, or the only call there is."""
         with self._lock:
             rows = [self.rows[i] for i in self.selection if i in self.rows]
-            if not rows and len(self.rows) == 1:
+            # The only call is obvious — unless the selected call has just ended:
+            # then a press meant for it must not land on the call that is left.
+            if not rows and len(self.rows) == 1 and not self.selection_lost:
                 rows = list(self.rows.values())
             return rows
 
     def _one_selected(self, action: str) -> Row | Outcome:
         rows = self.selected()
+        if not rows and self.selection_lost:
+            return self._refuse(action, "the selected call has ended: select the call to act on")
         if not rows:
             return self._refuse(action, "no call selected")
         if len(rows) > 1:
@@ -250,6 +261,7 @@ class Desk:
                 have = ", ".join(str(r) for r in self.rows) or "none"
                 return self._refuse("select", f"no call row {missing[0]} (rows: {have})")
             self.selection = list(dict.fromkeys(ids))
+            self.selection_lost = False
             self._emit(ev.SelectionChanged(tuple(self.selection)))
             return Outcome(True, data={"selection": list(self.selection)})
 
@@ -261,11 +273,16 @@ class Desk:
                 if value not in ids:
                     return self._refuse("set", f"unknown line {value!r}; lines: {', '.join(ids)}")
                 self.line = value
+                # Line and Route never disagree: a route belongs to a line, so
+                # choosing another line chooses that line's first route (or none).
+                if self.route and self.profile.route(self.route).line != value:
+                    self.route = next((r.id for r in self.profile.routes if r.line == value), "")
             elif name == "route":
                 ids = [route.id for route in self.profile.routes]
                 if value not in ids:
                     return self._refuse("set", f"unknown route {value!r}; routes: {', '.join(ids) or 'none'}")
                 self.route = value
+                self.line = self.profile.route(value).line
             elif name == "number":
                 self.number = value.strip()
             else:
@@ -312,11 +329,15 @@ class Desk:
             return row
         if row.direction != "in" or row.state != "ringing":
             return self._refuse("answer", f"call {row.id} is not ringing here (it is {row.state})", row.id)
-        failed = self._hold_others("answer", row.id)
-        if failed:
-            return failed
+        held = self._hold_others("answer", row.id)
+        if isinstance(held, Outcome):
+            return held
         log.info("row %d: answer", row.id)
-        return self._wait("answer", self.agent.answer(row.id), row.id) or Outcome(True, data={"row": row.id})
+        failed = self._wait("answer", self.agent.answer(row.id), row.id)
+        if failed:
+            self._give_back(held)
+            return failed
+        return Outcome(True, data={"row": row.id})
 
     def hangup(self) -> Outcome:
         """Hang up (or reject, or cancel) the selected call."""
@@ -347,21 +368,35 @@ class Desk:
             return row
         if not row.local_hold:
             return self._refuse("connect", f"call {row.id} is not on hold", row.id)
-        failed = self._hold_others("connect", row.id)
-        if failed:
-            return failed
+        held = self._hold_others("connect", row.id)
+        if isinstance(held, Outcome):
+            return held
+        with self._lock:
+            if self.pending_conference and row.id in self.pending_conference:
+                self.pending_conference = None  # back to the first party: the three-party step is abandoned
+            members = [r for r in self.conference_rows if r != row.id and r in self.rows and self.rows[r].local_hold]
+        for rid in members:  # connecting a conference member brings the whole conference back
+            failed = self._wait("connect", self.agent.unhold(rid), rid)
+            if failed:
+                return failed
         log.info("row %d: connect", row.id)
         return self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
 
-    def _hold_others(self, action: str, keep: int | None) -> Outcome | None:
-        """Hold every call in conversation except `keep`: never two conversations into one headset."""
+    def _hold_others(self, action: str, keep: int | None) -> list[int] | Outcome:
+        """Hold every call in conversation except `keep` and its conference: never two
+        conversations into one headset. The rows it held, or the refusal (having given them back)."""
         with self._lock:
-            others = [r.id for r in self.rows.values() if r.id != keep and r.up and not r.local_hold]
+            spared = self.conference_rows if keep in self.conference_rows else set()
+            others = [r.id for r in self.rows.values()
+                      if r.id != keep and r.id not in spared and r.up and not r.local_hold]
+        held: list[int] = []
         for other in others:
             failed = self._wait(action, self.agent.hold(other), other)
             if failed:
+                self._give_back(held)
                 return failed
-        return None
+            held.append(other)
+        return held
 
     def transfer(self, mode: str, number: str | None = None) -> Outcome:
         """Transfer the selected call: quick (blind), consult, or confirm."""
@@ -422,7 +457,8 @@ class Desk:
             failed = self._wait(action, self.agent.hold(row.id), row.id)
             if failed:
                 return failed
-        out = self._dial_on(action, got, row.line, None)
+        out = self._dial_on(action, got, row.line, None,
+                            created=lambda consult: self.consults.__setitem__(consult, row.id))
         if not out.ok:
             with self._lock:
                 if row.id in self.rows:
@@ -431,7 +467,10 @@ class Desk:
             return out
         with self._lock:
             consult = out.data["row"]
-            self.consults[consult] = row.id
+            if consult not in self.rows:  # refused at once (busy, not found): nothing to consult with
+                reason = self.ended_reasons.get(consult, "ended")
+                return self._refuse(action, f"the consultation call ended at once ({reason}): "
+                                            f"connect call {row.id} to take it back", row.id)
             row.note = f"held for consultation with row {consult}"
             self._changed(row)
         return Outcome(True, data={"row": consult, "held": row.id})
@@ -444,8 +483,13 @@ class Desk:
             for consult, held in pairs:
                 if consult in chosen or held in chosen:
                     return held, consult
-            if len(pairs) == 1:
+            explicit = [r for r in self.selection if r in self.rows]
+            if len(pairs) == 1 and not explicit:
                 return pairs[0][1], pairs[0][0]
+        if explicit and pairs:
+            listed = ", ".join(f"{h}->{c}" for c, h in pairs)
+            return self._refuse(action, f"call {explicit[0]} is not in a consultation ({listed} is): "
+                                        "select the held caller or the consulted party")
         return self._refuse(action, "no consultation to confirm: use transfer consult first")
 
     def _transfer_confirm(self) -> Outcome:
@@ -475,8 +519,14 @@ class Desk:
         self._arm_transfer_timeout(held)
         return Outcome(True, data={"row": held, "to": consult})
 
-    def _arm_transfer_timeout(self, row_id: int) -> None:
-        timer = threading.Timer(TRANSFER_TIMEOUT, self._transfer_timed_out, (row_id, self.transfers.get(row_id)))
+    def _arm_transfer_timeout(self, row_id: int, delay: float | None = None) -> None:
+        """Give up waiting TRANSFER_TIMEOUT after the last NOTIFY (a ringing target keeps it alive)."""
+        with self._lock:
+            if delay is None:
+                self.transfer_deadline[row_id] = time.monotonic() + TRANSFER_TIMEOUT
+            transfer = self.transfers.get(row_id)
+        timer = threading.Timer(TRANSFER_TIMEOUT if delay is None else delay,
+                                self._transfer_timed_out, (row_id, transfer))
         timer.daemon = True
         timer.start()
 
@@ -484,7 +534,12 @@ class Desk:
         with self._lock:
             if transfer is None or self.transfers.get(row_id) is not transfer:
                 return
+            left = self.transfer_deadline.get(row_id, 0.0) - time.monotonic()
+            if left > 0.05:  # a NOTIFY came since: wait for the rest
+                self._arm_transfer_timeout(row_id, left)
+                return
             del self.transfers[row_id]
+            self.late_transfers[row_id] = transfer  # a final NOTIFY may still come
             row = self.rows.get(row_id)
             if row:
                 row.note = "transfer timed out"
@@ -501,9 +556,9 @@ class Desk:
             pending = self.pending_conference
         if len(rows) > 1:
             return self._join(action, [r.id for r in rows])
-        if pending and pending[1] in self.rows and (not rows or rows[0].id in pending):
+        crow = self.rows.get(pending[1]) if pending else None
+        if pending and crow is not None and not (number or "").strip() and (not rows or rows[0].id in pending):
             b, c = pending
-            crow = self.rows[c]
             if not crow.up:
                 return self._refuse(action, f"row {c} has not answered yet ({crow.state})", c)
             with self._lock:
@@ -538,12 +593,13 @@ class Desk:
                 self._give_back(held)
                 return failed
             held.append(rid)
-        out = self._dial_on(action, got, row.line, None)
+        def pend(c: int) -> None:
+            self.pending_conference = (row.id, c)
+
+        out = self._dial_on(action, got, row.line, None, created=pend)
         if not out.ok:
             self._give_back(held)
             return out
-        with self._lock:
-            self.pending_conference = (row.id, out.data["row"])
         return Outcome(True, data={"row": out.data["row"], "held": row.id,
                                    "next": "press conference again when the party answers"})
 
@@ -566,6 +622,8 @@ class Desk:
             # One operator, one headset: a join always adds to the unit's one
             # conference, never starts a second one beside it.
             members = set(ids) | {r for r in self.conference_rows if r in self.rows}
+            # "The last party need not be held": whoever the operator is talking to joins too.
+            members |= {r.id for r in self.rows.values() if r.up and not r.local_hold}
             if len(members) > MAX_CALLS:
                 return self._refuse(action, f"a conference holds at most {MAX_CALLS} remote parties here")
             held = [rid for rid in members if self.rows[rid].local_hold]
@@ -711,21 +769,24 @@ class Desk:
         self.agent.record(row_id, None).add_done_callback(done)
 
     def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
-                 note: str = "") -> Outcome:
+                 note: str = "", created: Callable[[int], None] | None = None) -> Outcome:
         """Place a call for an action other than Call itself (consult, conference, pickup)."""
         with self._lock:
             if not self.registered[line_id].registered:
                 return self._refuse(action, f"line {line_id} is not registered ({self.registered[line_id].reason})")
             if len(self.rows) >= MAX_CALLS:
                 return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls")
-        failed = self._hold_others(action, None)
-        if failed:
-            return failed
+        held = self._hold_others(action, None)
+        if isinstance(held, Outcome):
+            return held
         with self._lock:
             uri = self.target_uri(number, line_id, route_id)
             row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id, note=note)
             self.rows[row.id] = row
             self.selection = [row.id]
+            self.selection_lost = False
+            if created is not None:  # bookkeeping before any event about the row can arrive
+                created(row.id)
             log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
             self._changed(row)
             self._emit(ev.SelectionChanged(tuple(self.selection)))
@@ -735,6 +796,7 @@ class Desk:
             if not fut.done():  # the agent may still place it: queue its hang-up behind it
                 self.agent.hangup(row.id)
             self._drop(row.id, failed.reason)
+            self._give_back(held)
             return failed
         return Outcome(True, data={"row": row.id, "uri": uri})
 
@@ -821,14 +883,18 @@ class Desk:
 
     def _transfer_progress(self, event: ev.TransferProgress) -> None:
         row = self.rows.get(event.call)
-        transfer = self.transfers.get(event.call)
+        transfer = self.transfers.get(event.call) or self.late_transfers.get(event.call)
         if row is None or transfer is None:
             return
         row.note = f"transfer: {event.code} {event.reason}"
         self._changed(row)
         if not event.final:
+            if event.call in self.transfer_deadline:
+                self.transfer_deadline[event.call] = time.monotonic() + TRANSFER_TIMEOUT
             return
-        del self.transfers[event.call]
+        self.transfers.pop(event.call, None)
+        self.late_transfers.pop(event.call, None)
+        self.transfer_deadline.pop(event.call, None)
         if 200 <= event.code < 300:
             log.info("row %d: transfer done, leaving the call", row.id)
             self.agent.hangup(row.id)  # not waited: we are on the agent thread
@@ -897,6 +963,20 @@ class Desk:
                 self.ended_reasons.pop(next(iter(self.ended_reasons)))
             if row_id in self.selection:
                 self.selection.remove(row_id)
+                self.selection_lost = not self.selection
+                # A call the desk placed for a step (consultation, conference) goes back
+                # to the call the operator had selected for that step.
+                origin = self.consults.get(row_id)
+                if origin is None and self.pending_conference and self.pending_conference[1] == row_id:
+                    origin = self.pending_conference[0]
+                if not self.selection and origin in self.rows:
+                    self.selection = [origin]
+                    self.selection_lost = False
+                    self._emit(ev.SelectionChanged(tuple(self.selection)))
+            if not self.rows:
+                self.selection_lost = False  # an empty table: the next single call is obvious again
+            self.late_transfers.pop(row_id, None)
+            self.transfer_deadline.pop(row_id, None)
             held = self.consults.pop(row_id, None)
             if held is not None and held in self.rows:
                 self.rows[held].note = f"consultation ended ({reason})"

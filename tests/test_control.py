@@ -236,6 +236,8 @@ def test_malformed_requests_get_errors_and_the_connection_keeps_serving(unit: Un
         assert raw.line() == {"ok": False, "error": "request is not UTF-8 text"}
         raw.send(b"[" * 60_000 + b"\n")
         assert raw.line() == {"ok": False, "error": "request is nested too deeply"}
+        raw.send(b'{"cmd": "select", "args": {"rows": [' + b"9" * 5000 + b']}}\n')  # past int's digit limit
+        assert raw.line()["error"].startswith("request is not valid JSON")
         raw.send(b"\n   \n")  # blank lines are no requests and get no replies
         raw.send(b'{"cmd": "x", "pad": "' + b"a" * (70 * 1024) + b'"}\n{"cmd": "calls"}\n')
         assert raw.line() == {"ok": False, "error": "request line longer than 65536 bytes"}

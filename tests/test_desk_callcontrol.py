@@ -357,3 +357,44 @@ def test_a_refused_hold_keeps_the_new_call_from_being_dialled(desk: Desk, agent:
 
     assert not out.ok and "re-INVITE in progress" in out.reason
     assert agent.requests("dial") == []
+
+
+# --- the panel never drifts onto another call -------------------------------------------
+
+
+def test_after_the_selected_call_ends_a_press_does_not_fall_to_the_call_left(
+    desk: Desk, agent: FakeAgent
+) -> None:
+    b = talking(agent)
+    desk.select([b])
+    assert desk.hold().ok
+    c = desk.dial("2002").data["row"]
+    agent.talking(c)
+
+    agent.ended(c)  # C hangs up just as the operator presses Hang up for C
+
+    out = desk.hangup()
+    assert not out.ok and out.reason == "the selected call has ended: select the call to act on"
+    assert agent.requests("hangup") == []
+    assert desk.select([b]).ok and desk.hangup().ok  # an explicit selection works again
+
+
+def test_choosing_a_line_chooses_a_route_of_that_line(desk: Desk, agent: FakeAgent) -> None:
+    desk.set("line", "op2")
+    assert desk.profile.route(desk.route).line == "op2"
+    desk.set("route", "city")
+    assert desk.line == desk.profile.route("city").line
+
+
+def test_join_of_the_held_rows_takes_in_the_party_in_conversation(desk: Desk, agent: FakeAgent) -> None:
+    b = talking(agent)
+    c = desk.dial("2002").data["row"]  # holds B
+    agent.talking(c)
+    e = desk.dial("2003").data["row"]  # holds C
+    agent.talking(e)
+    desk.select([b, c])
+
+    out = desk.conference()
+
+    assert out.ok, out.reason
+    assert out.data["conference"] == sorted([b, c, e])

@@ -305,3 +305,17 @@ def test_the_last_remote_party_left_is_an_ordinary_call(desk: Desk, agent: FakeA
     assert states(desk) == {rows[1]: "on hold"}
     assert desk.connect().ok
     assert states(desk) == {rows[1]: "talking"}
+
+
+def test_going_back_to_b_abandons_the_three_party_step(desk: Desk, agent: FakeAgent) -> None:
+    b = talking_call(desk, agent)
+    c = desk.conference("2002").data["row"]
+    agent.talking(c)
+    desk.select([b])
+    assert desk.connect().ok  # the operator changed their mind: back to B (C is held)
+
+    out = desk.conference("2009")
+
+    assert out.ok, out.reason
+    assert out.data["row"] not in (b, c)  # a new party was dialled, not the old pair joined
+    assert agent.requests("conference") == []

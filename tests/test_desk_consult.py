@@ -257,9 +257,34 @@ def test_confirm_that_gets_no_final_notify_times_out_and_keeps_both_calls(
     assert failures(seen) == [f"transfer of call {b} got no answer in 0 s: the call stays with you"]
     assert desk.rows[b].note == "transfer timed out" and c in desk.rows
     assert desk.transfers == {}
-    agent.emit(ev.TransferProgress(b, 200, "OK", final=True))  # too late: not acted on
-    assert agent.requests("hangup") == []
-    assert desk.transfer("confirm").ok  # and the operator may try again
+    assert desk.transfer("confirm").ok  # the operator may try again
+
+
+def test_a_final_ok_after_the_timeout_still_lets_the_operator_leave(
+    desk: Desk, agent: FakeAgent, seen: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(desk_module, "TRANSFER_TIMEOUT", 0.05)
+    b, c = consulting(desk, agent)
+    desk.transfer("confirm")
+    assert _eventually(lambda: bool(failures(seen)))
+
+    agent.emit(ev.TransferProgress(b, 200, "OK", final=True))  # B is with C now, however late
+
+    assert (b,) in agent.requests("hangup")
+
+
+def test_provisional_notifies_keep_a_ringing_transfer_from_timing_out(
+    desk: Desk, agent: FakeAgent, seen: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(desk_module, "TRANSFER_TIMEOUT", 0.3)
+    b, c = consulting(desk, agent)
+    desk.transfer("confirm")
+    for _ in range(4):  # 0.6 s of ringing, a NOTIFY every 0.15 s
+        time.sleep(0.15)
+        agent.emit(ev.TransferProgress(b, 180, "Ringing", final=False))
+
+    assert failures(seen) == []
+    assert b in desk.transfers
 
 
 def test_a_second_confirm_while_the_first_is_under_way_is_refused(desk: Desk, agent: FakeAgent) -> None:
@@ -355,3 +380,32 @@ def _eventually(pred: Callable[[], bool], timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(pred())
+
+
+def test_confirm_with_an_unrelated_call_selected_is_refused(desk: Desk, agent: FakeAgent) -> None:
+    b, c = consulting(desk, agent)
+    e = agent.ring("sip:2009@pbx.test")
+    agent.talking(e)
+    desk.select([e])
+
+    out = desk.transfer("confirm")
+
+    assert not out.ok and f"call {e} is not in a consultation" in out.reason
+    assert agent.requests("transfer_replaces") == []
+
+
+def test_a_consultation_refused_at_once_leaves_no_bookkeeping(desk: Desk, agent: FakeAgent) -> None:
+    b = caller(desk, agent)
+    original_dial = agent.dial
+
+    def dial_then_busy(call, line, uri, route):
+        fut = original_dial(call, line, uri, route)
+        agent.ended(call, 486, "Busy Here")  # the 486 beats the desk thread back
+        return fut
+
+    agent.dial = dial_then_busy  # type: ignore[method-assign]
+    out = desk.transfer("consult", "2003")
+
+    assert not out.ok and "486 Busy Here" in out.reason
+    assert desk.consults == {}
+    assert desk.selection == [b]

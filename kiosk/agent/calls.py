@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from .thread import PjAgent
 
 log = logging.getLogger("kiosk.agent.calls")
+
+#: A hold re-INVITE refused by the far end may never report media state: after
+#: this long a new hold request is sent again instead of being taken as pending.
+HOLD_PENDING_S = 5.0
 
 _STATES = {
     pj.PJSIP_INV_STATE_CALLING: "dialling",
@@ -76,8 +81,8 @@ class KCall(pj.Call):
         self.local_hold = False
         self.remote_hold = False
         self.media_active = False
-        self.silent = False
-        self.hold_sent = False  # our hold re-INVITE is out; cleared by connect  # a refused (untrusted) call: the desk never hears of it
+        self.silent = False  # a refused (untrusted) call: the desk never hears of it
+        self.hold_sent = 0.0  # when our hold re-INVITE went out; 0 when none is pending
         self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
@@ -112,7 +117,7 @@ class KCall(pj.Call):
             elif mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 active = True
         self.local_hold, self.remote_hold, self.media_active = local_hold, remote_hold, active
-        self.hold_sent = False  # the offer/answer is over: local_hold now tells the truth
+        self.hold_sent = 0.0  # the offer/answer is over: local_hold now tells the truth
         # Every re-INVITE tears down the call's bridge connections: wire them again.
         if self.agent.media:
             self.agent.media.rewire(self)
@@ -174,16 +179,16 @@ class KCall(pj.Call):
     def hold_now(self) -> None:
         """Hold; a hold already on its way is not an error (the desk may ask twice
         before the re-INVITE's answer shows the call held)."""
-        if self.local_hold or self.hold_sent:
+        if self.local_hold or (self.hold_sent and time.monotonic() - self.hold_sent < HOLD_PENDING_S):
             return
         self.setHold(pj.CallOpParam(True))
-        self.hold_sent = True
+        self.hold_sent = time.monotonic()
 
     def unhold_now(self) -> None:
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         self.reinvite(prm)
-        self.hold_sent = False
+        self.hold_sent = 0.0
 
     def transfer_now(self, uri: str) -> None:
         self.xfer(uri, pj.CallOpParam(True))

@@ -233,9 +233,10 @@ class PjAgent:
                 try:
                     fut.set_result(fn(*args))
                 except pj.Error as exc:
-                    fut.set_exception(AgentError(_pj_reason(exc)))
+                    fut.set_exception(AgentError(_pj_reason(exc)))  # a new exception: no frames kept
                 except AgentError as exc:
-                    fut.set_exception(exc)
+                    # No traceback: its frames may hold a Call that must die on this thread.
+                    fut.set_exception(exc.with_traceback(None))
                 except Exception as exc:
                     log.exception("agent request failed")
                     fut.set_exception(AgentError(f"internal error: {exc}"))
