@@ -83,6 +83,7 @@ class KCall(pj.Call):
         self.media_active = False
         self.silent = False  # a refused (untrusted) call: the desk never hears of it
         self.hold_sent = 0.0  # when our hold re-INVITE went out; 0 when none is pending
+        self.unhold_wanted = False  # connect asked while that hold was still out
         self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
@@ -118,6 +119,9 @@ class KCall(pj.Call):
                 active = True
         self.local_hold, self.remote_hold, self.media_active = local_hold, remote_hold, active
         self.hold_sent = 0.0  # the offer/answer is over: local_hold now tells the truth
+        if self.unhold_wanted:
+            self.unhold_wanted = False
+            self.agent.deferred.append(self.unhold_now)
         # Every re-INVITE tears down the call's bridge connections: wire them again.
         if self.agent.media:
             self.agent.media.rewire(self)
@@ -179,12 +183,19 @@ class KCall(pj.Call):
     def hold_now(self) -> None:
         """Hold; a hold already on its way is not an error (the desk may ask twice
         before the re-INVITE's answer shows the call held)."""
+        self.unhold_wanted = False
         if self.local_hold or (self.hold_sent and time.monotonic() - self.hold_sent < HOLD_PENDING_S):
             return
         self.setHold(pj.CallOpParam(True))
         self.hold_sent = time.monotonic()
 
     def unhold_now(self) -> None:
+        if self.hold_sent and not self.local_hold:
+            # Our hold re-INVITE is still out; a second one now is refused
+            # (PJ_EINVALIDOP): take the call back once that one is answered.
+            self.unhold_wanted = True
+            return
+        self.unhold_wanted = False
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         self.reinvite(prm)
