@@ -161,3 +161,28 @@ def test_sigterm_ends_calls_and_exits_zero(unit_factory, phone) -> None:
     assert not unit.socket.exists()
     assert wait_until(lambda: "terminated" in far.log_text().lower() or "closed" in far.log_text().lower(), 5), \
         far.log_text()[-2000:]
+
+
+def test_lines_register_within_seconds_once_the_registrar_comes_up(tmp_path) -> None:
+    """The unit starts while its SIP server is down (a restart, an outage): the first retry
+    comes within 10 s, so the lines are back without anyone touching the unit."""
+    from kiosk.lab.kamailio import Kamailio
+    from kiosk.lab.unit import Unit, lab_profile_toml
+
+    port = free_port()  # nobody answers here yet
+    sock = tmp_path / "late" / "control.sock"
+    unit = Unit(tmp_path / "late", lab_profile_toml(
+        listen=f"127.0.0.1:{free_port()}", registrar=f"sip:127.0.0.1:{port}", domain="127.0.0.1",
+        proxy=f"sip:127.0.0.1:{port}", lines=[LabLine("main", "1001", USERS["1001"])],
+        socket=sock, recordings=tmp_path / "late" / "rec"), sock)
+    try:
+        unit.start(wait_registered=False)
+        assert wait_until(lambda: unit.request("calls")["data"]["lines"][0]["code"] not in (0,), 40, 0.2)
+        assert not unit.all_registered()
+        started = time.monotonic()
+        with Kamailio(tmp_path / "late-kamailio", port, USERS):
+            assert wait_until(unit.all_registered, 15, 0.2), unit.request("calls")
+            took = time.monotonic() - started
+        assert took <= 12, f"registered {took:.1f} s after the server came up"
+    finally:
+        unit.stop()
