@@ -84,6 +84,18 @@ def load_good_profile(profile_path: Path) -> "Profile | None":
     return profile
 
 
+def agent_alive(agent: object, timeout: float = 5.0) -> bool:
+    """True when the agent thread runs a request within `timeout` seconds."""
+    submit = getattr(agent, "submit", None)
+    if submit is None:
+        return True
+    try:
+        submit(lambda: None).result(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
 def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = None) -> int:
     """Run the desk unit on a profile until SIGTERM / SIGINT; return the exit code."""
     from .control import ControlServer
@@ -121,9 +133,15 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         log.info("headless: drive it with `kiosk ctl --socket %s calls|dial NUMBER|answer|hangup|events`",
                  profile.control.socket)
     sd_notify("READY=1")
+    # systemd's WatchdogSec: ping at half the interval, and only while the agent
+    # thread still turns its loop — a wedged pjsua2 gets the unit restarted.
+    interval = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6 or 10.0
     try:
-        while not stop.wait(10):
-            sd_notify("WATCHDOG=1")
+        while not stop.wait(interval):
+            if agent_alive(desk.agent):
+                sd_notify("WATCHDOG=1")
+            else:
+                log.error("the SIP agent does not answer: not telling systemd we are alive")
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
