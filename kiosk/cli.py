@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from .profile import Profile
 
 DEFAULT_SOCKET = Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
+DEMO_SOCKET = Path("/tmp/kiosk-demo/control.sock")
+
+
+def default_socket() -> Path:
+    """The unit's socket; on a machine running only the demo desk, the demo's."""
+    if "KIOSK_SOCKET" not in os.environ and not DEFAULT_SOCKET.exists() and DEMO_SOCKET.exists():
+        return DEMO_SOCKET
+    return DEFAULT_SOCKET
 
 log = logging.getLogger("kiosk")
 
@@ -205,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("file", type=Path)
 
     p_ctl = sub.add_parser("ctl", help="send a command to the running unit", add_help=False)
-    p_ctl.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
+    p_ctl.add_argument("--socket", type=Path, default=None,
+                       help=f"the unit's control socket (default: $KIOSK_SOCKET or {DEFAULT_SOCKET})")
     p_ctl.add_argument("args", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ctl":
         from .control import ctl_main
 
-        return ctl_main(args.args, args.socket)
+        return ctl_main(args.args, args.socket or default_socket())
 
     _setup_logging(args.verbose)
     faulthandler.enable()  # a crash in pjsua2 leaves a Python stack in the journal

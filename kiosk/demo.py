@@ -48,7 +48,7 @@ def run_demo(workdir: Path, headless: bool = True) -> int:
             default_route="internal", socket=sock, recordings=workdir / "recordings",
         ))
         os.chmod(profile, 0o600)
-        ctl = f"kiosk ctl --socket {sock}"
+        ctl = "kiosk ctl" if sock == Path("/tmp/kiosk-demo/control.sock") else f"kiosk ctl --socket {sock}"
         print(
             "\n".join([
                 "",
