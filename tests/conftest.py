@@ -206,3 +206,8 @@ def unit_events() -> Iterator[Callable[[Unit], EventLog]]:
     yield make
     for log in logs:
         log.stop()
+
+
+# Imported last: it needs USERS from this module. Gives every test module the
+# `pjpeer` fixture (a pjsua2 far end as its own process).
+from .pjpeers import pjpeer  # noqa: E402,F401  (the pjsua2 far-end fixture, for every test module)

@@ -137,7 +137,7 @@ def test_set_and_dial_reach_the_agent(unit: Unit) -> None:
 
 
 def test_select_answer_and_hangup_act_on_the_selected_call(unit: Unit) -> None:
-    first, second = unit.agent.ring(), unit.agent.ring()
+    _first, second = unit.agent.ring(), unit.agent.ring()
 
     assert request(unit.path, "select", rows=[second]) == {"ok": True, "data": {"selection": [second]}}
     assert request(unit.path, "answer") == {"ok": True, "data": {"row": second}}

@@ -520,7 +520,7 @@ def test_unexpected_agent_exception_on_dial_removes_the_row_and_refuses(desk: De
 
 
 def test_select_outcome_does_not_change_when_the_call_ends_later(desk: Desk, agent: FakeAgent) -> None:
-    a, b = agent.ring(), agent.ring()
+    a, _b = agent.ring(), agent.ring()
     outcome = desk.select([a])
 
     agent.ended(a)

@@ -7,13 +7,12 @@ for each press, what is refused and why, and what the rows say.
 
 from __future__ import annotations
 
-import pytest
 
 from kiosk import events as ev
 from kiosk.desk import Desk
 from kiosk.profile import MAX_CALLS
 
-from .fakes import FakeAgent, make_profile
+from .fakes import FakeAgent
 
 
 def talking_call(desk: Desk, agent: FakeAgent, remote: str = "sip:2001@pbx.test") -> int:

@@ -19,7 +19,7 @@ from kiosk import events as ev
 from kiosk.desk import Desk
 from kiosk.profile import MAX_CALLS
 
-from .fakes import FakeAgent, make_profile
+from .fakes import FakeAgent
 
 
 def failures(seen: list[ev.Event]) -> list[str]:

@@ -35,7 +35,7 @@ from kiosk.lab.tones import read_wav, tones_in
 from kiosk.lab.unit import CtlResult, Unit
 
 from .conftest import needs_lab
-from .pjpeers import pjpeer, tone_dbfs  # noqa: F401  (pjpeer: fixture)
+from .pjpeers import tone_dbfs
 
 pytestmark = [needs_lab, pytest.mark.lab]
 

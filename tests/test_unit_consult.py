@@ -21,7 +21,7 @@ from kiosk.lab.pjpeer import PjPeer
 from kiosk.lab.unit import Unit
 
 from .conftest import needs_lab
-from .pjpeers import pjpeer, tone_dbfs  # noqa: F401 - pjpeer is a fixture
+from .pjpeers import tone_dbfs
 
 pytestmark = [needs_lab, pytest.mark.lab]
 
@@ -212,7 +212,7 @@ def test_confirm_refused_by_a_consulted_baresip_keeps_both_calls(unit_factory, p
     assert unit.ctl("transfer", "confirm").rc == 0
 
     failed = events.wait("action_failed", lambda e: e["action"] == "confirm transfer")
-    assert f"failed: 420 Bad Extension; both calls stay with you" in failed["reason"], failed
+    assert "failed: 420 Bad Extension; both calls stay with you" in failed["reason"], failed
     refer = b.wait_event("transfer_request")
     assert b.wait_event("state", call=refer["new_call"], state="DISCONNECTED")["code"] == 420
     calls = unit.calls()

@@ -26,7 +26,7 @@ from kiosk.lab.sipp import _HEAD, Sipp, _reply, _send
 from kiosk.lab.tones import read_wav, tones_in
 
 from .conftest import needs_lab
-from .pjpeers import pjpeer, tone_dbfs  # noqa: F401  (pjpeer is a fixture)
+from .pjpeers import tone_dbfs
 
 pytestmark = [needs_lab, pytest.mark.lab]
 

@@ -18,7 +18,7 @@ import pytest
 from kiosk.lab.proc import wait_until
 
 from .conftest import needs_lab
-from .pjpeers import pjpeer, tone_dbfs  # noqa: F401 - pjpeer is a fixture
+from .pjpeers import tone_dbfs
 
 pytestmark = [needs_lab, pytest.mark.lab]
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from .. import events as ev
-from ..desk import AgentError
 
 if TYPE_CHECKING:
     from .thread import PjAgent

@@ -47,7 +47,7 @@ def lab_profile_toml(
 ) -> str:
     """A complete profile (TOML text) for a unit in the lab."""
     out = [
-        "[operator]", f'name = "Lab operator"', f"language = {_q(language)}", "",
+        "[operator]", 'name = "Lab operator"', f"language = {_q(language)}", "",
         "[sip]", f"listen = {_q(listen)}", f"trusted = {_q(trusted or ['127.0.0.1'])}",
         'user_agent = "kiosk-lab"',
     ]
