@@ -37,6 +37,9 @@ class Sip:
     listen: str = "127.0.0.1:5070"  # host:port for UDP and TCP
     trusted: tuple[str, ...] = ("127.0.0.1",)
     user_agent: str = "kiosk"
+    #: REGISTER expiry: also how soon a SIP server that restarted and lost its
+    #: registrations learns of this unit again.
+    register_expires: int = 300
     default_route: str | None = None
 
     @property
@@ -604,7 +607,7 @@ def _listen_problem(value: str) -> str | None:
 
 _SECTIONS = {
     "operator": ("name", "language"),
-    "sip": ("listen", "trusted", "user_agent", "default_route"),
+    "sip": ("listen", "trusted", "user_agent", "default_route", "register_expires"),
     "line": ("id", "label", "uri", "registrar", "username", "password", "password_file", "proxy"),
     "route": ("id", "label", "line", "prefix", "proxy"),
     "recording": ("always", "directory", "min_free_mb", "max_age_days", "max_total_mb"),
@@ -839,6 +842,8 @@ class _Builder:
         trusted = self.trusted(t)
         user_agent = self.text(t, "sip", "user_agent", '"kiosk"', default=Sip.user_agent)
         default_route = self.text(t, "sip", "default_route", '"internal"')
+        expires = self.integer(t, "sip", "register_expires", "120", lo=30, hi=3600,
+                               default=Sip.register_expires, unit=" of seconds")
         known = all(r.id for r in routes)  # with a bad route id, "no such route" may be wrong
         if isinstance(default_route, str) and known and not any(r.id == default_route for r in routes):
             ids = [r.id for r in routes if r.id]
@@ -850,6 +855,7 @@ class _Builder:
             trusted=trusted,
             user_agent=Sip.user_agent if user_agent is _BAD else user_agent,
             default_route=None if default_route is _BAD else default_route,
+            register_expires=Sip.register_expires if expires is _BAD else expires,
         )
 
     def trusted(self, t: Mapping[str, Any]) -> tuple[str, ...]:

@@ -624,3 +624,23 @@ def test_a_password_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
     assert problem.key == "line[1].password"
     assert problem.message == 'must be a string like "s3cret", got a whole number; write it in quotes'
     assert "271828" not in str(problem)
+
+
+def test_register_expires_is_read_and_range_checked(tmp_path) -> None:
+    from kiosk.profile import ProfileError, load_profile
+
+    base = '[[line]]\nid = "a"\nlabel = "A"\nuri = "sip:1@pbx"\nregistrar = "sip:pbx"\nusername = "1"\npassword = ""\n'
+    good = tmp_path / "good.toml"
+    good.write_text('[sip]\nregister_expires = 90\n' + base)
+    good.chmod(0o600)
+    assert load_profile(good).sip.register_expires == 90
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sip]\nregister_expires = 5\n' + base)
+    bad.chmod(0o600)
+    try:
+        load_profile(bad)
+    except ProfileError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("register_expires = 5 was accepted")
+    assert "sip.register_expires" in text and "from 30 to 3600" in text

@@ -186,3 +186,22 @@ def test_lines_register_within_seconds_once_the_registrar_comes_up(tmp_path) -> 
         assert took <= 12, f"registered {took:.1f} s after the server came up"
     finally:
         unit.stop()
+
+
+def test_after_the_sip_server_restarts_the_unit_is_reachable_again(unit_factory, kamailio, tmp_path) -> None:
+    """Kamailio keeps registrations in memory: after its restart the unit must register
+    again by itself (within `[sip] register_expires`) and take calls."""
+    from kiosk.lab.kamailio import Kamailio
+
+    unit = unit_factory(register_expires=30)
+    kamailio.stop()
+    with Kamailio(tmp_path / "kamailio-again", kamailio.port, USERS) as again:
+        # the refresh comes a few seconds before expiry: at most ~30 s after the restart
+        assert wait_until(lambda: "REGISTER" in again.log_text() and "1001" in again.log_text(), 40, 0.5), \
+            again.log_text()[-2000:]
+        sipp = Sipp(tmp_path / "sipp-again", uac_scenario(), remote=again.address, service="1001")
+        with sipp.start():
+            unit.wait_for(lambda calls: any(c["state"] == "ringing" for c in calls), timeout=10)
+            assert unit.ctl("answer").rc == 0
+            assert unit.ctl("hangup").rc == 0
+            assert sipp.wait(15) == 0

@@ -58,7 +58,7 @@ class LineAccount(pj.Account):
             cfg.regConfig.registrarUri = line.registrar
             cfg.regConfig.firstRetryIntervalSec = FIRST_RETRY_S
             cfg.regConfig.retryIntervalSec = RETRY_S
-            cfg.regConfig.timeoutSec = 300
+            cfg.regConfig.timeoutSec = self.agent.profile.sip.register_expires
         else:
             cfg.regConfig.registerOnAdd = False
         cred = pj.AuthCredInfo("digest", "*", line.username, 0, line.password)

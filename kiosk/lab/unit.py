@@ -44,6 +44,7 @@ def lab_profile_toml(
     *, listen: str, registrar: str, domain: str, proxy: str | None = None, lines: list[LabLine], routes: list[LabRoute] | None = None,
     socket: Path, recordings: Path, trusted: list[str] | None = None, default_route: str | None = None,
     always_record: bool = False, pickup_prefix: str = "*8", language: str = "en", extra: str = "",
+    register_expires: int | None = None,
 ) -> str:
     """A complete profile (TOML text) for a unit in the lab."""
     out = [
@@ -51,6 +52,8 @@ def lab_profile_toml(
         "[sip]", f"listen = {_q(listen)}", f"trusted = {_q(trusted or ['127.0.0.1'])}",
         'user_agent = "kiosk-lab"',
     ]
+    if register_expires is not None:
+        out.append(f"register_expires = {register_expires}")
     if default_route:
         out.append(f"default_route = {_q(default_route)}")
     out.append("")
