@@ -136,6 +136,11 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         print(f"kiosk: cannot open the control socket {profile.control.socket}: {exc}", file=sys.stderr)
         desk.stop()
         return 1
+    buttons = None
+    if any(pin is not None for pin in vars(profile.gpio).values()):  # gpiozero only on a unit with keys
+        from hw.buttons import start_buttons
+
+        buttons = start_buttons(desk, profile.gpio)  # None, with a warning, when GPIO cannot be used
     log.info("unit running: profile %s, control socket %s", profile.path, profile.control.socket)
     if headless:
         log.info("headless: drive it with `kiosk ctl --socket %s calls|dial NUMBER|answer|hangup|events`",
@@ -153,6 +158,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
+        if buttons is not None:
+            buttons.close()
         control.stop()
         desk.stop()
     return 0
