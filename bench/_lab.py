@@ -656,3 +656,17 @@ class BaresipSide:
 def settle(seconds: float = 0.1) -> None:
     """A pause between samples, so that one action's aftermath (callbacks, logs) is not in the next."""
     time.sleep(seconds)
+
+
+def wired_sides(work: Path, stack: contextlib.ExitStack) -> list[Any]:
+    """The kiosk and a baresip, one registered line each, each behind its own Wire:
+    the pair every latency script measures side by side (stopped by `stack`)."""
+    kwire = stack.enter_context(Wire("kiosk"))
+    bwire = stack.enter_context(Wire("baresip"))
+    unit = start_unit(work / "unit", registrar=f"sip:{kwire.address}", proxy=f"sip:{kwire.address}",
+                      lines=[LabLine("main", "1001", "bench")])
+    stack.callback(unit.stop)
+    phone = Baresip(work / "baresip", user="1001", password="bench", registrar=bwire.address, tone_hz=440)
+    stack.callback(phone.stop)
+    phone.start()
+    return [KioskSide(unit, kwire), BaresipSide(phone, bwire)]

@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lab import (  # noqa: E402
-    Baresip, BaresipSide, KioskSide, LabLine, Stamp, Wire, bench_args, fmt_ms, header, lab_dir, load,
-    md_table, ms, ratio, settle, start_unit, summary,
+    KioskSide, Stamp, bench_args, fmt_ms, header, lab_dir, load,
+    md_table, ms, ratio, settle, summary, wired_sides,
 )
 
 WARMUP = 3
@@ -79,15 +79,7 @@ def main() -> int:
         for s in ("kiosk", "baresip")
     }
     with lab_dir("dial", args.keep) as work, contextlib.ExitStack() as stack:
-        kwire = stack.enter_context(Wire("kiosk"))
-        bwire = stack.enter_context(Wire("baresip"))
-        unit = start_unit(work / "unit", registrar=f"sip:{kwire.address}", proxy=f"sip:{kwire.address}",
-                          lines=[LabLine("main", "1001", "bench")])
-        stack.callback(unit.stop)
-        phone = Baresip(work / "baresip", user="1001", password="bench", registrar=bwire.address, tone_hz=440)
-        stack.callback(phone.stop)
-        phone.start()
-        sides = [KioskSide(unit, kwire), BaresipSide(phone, bwire)]
+        sides = wired_sides(work, stack)
         for i in range(WARMUP + args.calls):
             for side in sides:
                 d = side.dial()
@@ -105,7 +97,7 @@ def main() -> int:
                 r["bye_reply"].append(h.reply_ms)
         spawn_runs = max(3, min(10, args.calls))
         spawn_invite, spawn_exit = spawn_dial(sides[0], spawn_runs)
-        retrans = kwire.retransmissions, bwire.retransmissions
+        retrans = sides[0].wire.retransmissions, sides[1].wire.retransmissions
 
     rows = []
     labels = [

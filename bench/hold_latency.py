@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lab import (  # noqa: E402
-    Baresip, BaresipSide, KioskSide, LabLine, Wire, bench_args, fmt_ms, header, lab_dir, load, md_table,
-    ratio, settle, start_unit, summary,
+    bench_args, fmt_ms, header, lab_dir, load, md_table,
+    ratio, settle, summary, wired_sides,
 )
 
 WARMUP = 2
@@ -43,15 +43,7 @@ def main() -> int:
     res = {s: {k: [] for k in keys} for s in ("kiosk", "baresip")}
     directions: dict[str, set[tuple[str, str]]] = {"kiosk": set(), "baresip": set()}
     with lab_dir("hold", args.keep) as work, contextlib.ExitStack() as stack:
-        kwire = stack.enter_context(Wire("kiosk"))
-        bwire = stack.enter_context(Wire("baresip"))
-        unit = start_unit(work / "unit", registrar=f"sip:{kwire.address}", proxy=f"sip:{kwire.address}",
-                          lines=[LabLine("main", "1001", "bench")])
-        stack.callback(unit.stop)
-        phone = Baresip(work / "baresip", user="1001", password="bench", registrar=bwire.address, tone_hz=440)
-        stack.callback(phone.stop)
-        phone.start()
-        sides = [KioskSide(unit, kwire), BaresipSide(phone, bwire)]
+        sides = wired_sides(work, stack)
         for side in sides:
             side.dial()
         settle(0.5)
@@ -73,7 +65,7 @@ def main() -> int:
                 r["conn_reply"].append(c.reply_ms)
         for side in sides:
             side.hangup()
-        retrans = kwire.retransmissions, bwire.retransmissions
+        retrans = sides[0].wire.retransmissions, sides[1].wire.retransmissions
 
     labels = [
         ("hold", "hold -> re-INVITE on the wire"),
