@@ -7,7 +7,10 @@ Method (all on this machine, everything started and stopped here):
   against pjmedia's 16 kHz (DESIGN.md: `jackd -d dummy -w` makes no drift).
   The unit opens it as `[audio] device = "system"`; its JACK ports are then
   looped back (`kiosk:out_0` -> `kiosk:in_0`), so what the operator "hears"
-  is what the operator "says" 40 ms later (two JACK periods, measured).
+  is what the operator "says" one JACK period (20 ms) later: a JACK client's
+  output looped to its own input is a feedback cycle, read in the next period
+  (measured before each call by a probe client of its own; the 40 ms once
+  quoted for this loop included PortAudio's block adapter, see hw/audio.py).
 - Kamailio, and a baresip far end that sends a click (5 ms of 1 kHz) every
   second from a file (module aufile). The unit calls it and the call runs for
   `--seconds`.
@@ -16,7 +19,7 @@ Method (all on this machine, everything started and stopped here):
   then gives it one in every tick). A click's round trip is the distance, in
   samples, from where it enters the port (ear) to where it comes back out of it
   (mouth): exact, and free of the network's and the jitter buffers' delays.
-  The bridge's delay is that round trip minus the loopback's 40 ms; over a
+  The bridge's delay is that round trip minus the loopback's own; over a
   call with drifting clocks its spread must stay within one frame (20 ms).
 - Glitch counters from `KIOSK_AUDIO_STATS` (both rings, whole call). CPU:
   the bridge's own callbacks (device process + pjsua2 port, per-thread CPU
@@ -59,8 +62,35 @@ from kiosk.lab.unit import LabLine, Unit, lab_profile_toml  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 JACK_SH = ROOT / "scripts" / "jack.sh"
 USERS = {"1001": "line-one-pw", "2001": "far-2001-pw"}
-LOOPBACK_MS = 40.0  # kiosk:out_0 -> kiosk:in_0: two JACK periods (measured with a click, DESIGN.md)
+LOOPBACK_MS = 40.0  # the issue's figure: what a click took through a PortAudio loopback with blocksize 320
 RATE = 16000
+
+#: A JACK client of its own ("loopprobe", PortAudio with blocksize 0: JACK's buffers straight into the
+#: callback) with its output looped to its input: how many samples a click in the callback's output takes
+#: to show up in its input. That is the JACK loopback's own delay, without any bridge.
+LOOP_PROBE = r"""
+import ctypes, ctypes.util, subprocess, sys, time
+import numpy as np
+ctypes.CDLL(ctypes.util.find_library("portaudio") or "libportaudio.so.2").PaJack_SetClientName(
+    ctypes.c_char_p(b"loopprobe"))
+import sounddevice as sd
+k, sent, lags = [0], [], []
+def cb(indata, outdata, frames, t, status):
+    outdata[:] = 0
+    if k[0] % 10 == 5:
+        outdata[7, 0] = 20000
+        sent.append(k[0] * frames + 7)
+    hit = np.flatnonzero(np.abs(indata[:, 0]) > 10000)
+    if hit.size and sent:
+        lags.append(k[0] * frames + int(hit[0]) - sent[-1])
+    k[0] += 1
+dev = [i for i, d in enumerate(sd.query_devices()) if d["name"] == "system"][0]
+with sd.Stream(device=(dev, dev), channels=(1, 1), dtype="int16", samplerate=float(sys.argv[1]), blocksize=0,
+               callback=cb):
+    subprocess.run(["jack_connect", "loopprobe:out_0", "loopprobe:in_0"], check=True)
+    time.sleep(1.5)
+print(int(np.median(lags)) if lags else -1)
+"""
 
 
 class ClickPhone(Baresip):
@@ -137,6 +167,7 @@ class Run:
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
     trips: list[tuple[float, float]] = field(default_factory=list)
+    loop_ms: float = 0.0  # the JACK loopback's own delay, measured on this server before the call
     unit_cpu: float = 0.0  # % of one core, unit process
     device_cpu: float = 0.0  # % of one core, device process
     unit_mem: tuple[float, float] = (0.0, 0.0)  # USS, PSS MB
@@ -168,6 +199,12 @@ def one_call(workdir: Path, rate: int | None, seconds: float, clicks: Path) -> R
     try:
         if rate is not None:
             jack("start", name, str(rate))
+            probe = subprocess.run([sys.executable, "-c", LOOP_PROBE, str(rate)], capture_output=True, text=True,
+                                   timeout=30, env={**os.environ, **jack_env(name)})
+            lag = int(probe.stdout.split()[-1]) if probe.stdout.split() else -1
+            if lag <= 0:
+                raise RuntimeError(f"loopback probe failed: {probe.stdout} {probe.stderr[-500:]}")
+            run.loop_ms = lag * 1000.0 / rate
         far = ClickPhone(workdir / "phone", user="2001", password=USERS["2001"], registrar=kam.address,
                          clicks=clicks, record=False).start()
         sock = workdir / "unit" / "control.sock"
@@ -236,13 +273,15 @@ def report(runs: list[Run], seconds: float) -> str:
                          f"{fmt(run.unit_mem[0])} / {fmt(run.unit_mem[1])}", "-"])
             continue
         pb, cap = run.stats.get("playback", {}), run.stats.get("capture", {})
-        delays = [rt - LOOPBACK_MS for _, rt in run.trips]
-        late = [rt - LOOPBACK_MS for t, rt in run.trips if t >= 3.0]  # after the call's start
+        delays = [rt - run.loop_ms for _, rt in run.trips]
+        late = [rt - run.loop_ms for t, rt in run.trips if t >= 3.0]  # after the call's start
         glitches = (f"{pb.get('underruns', 0)}/{pb.get('overruns', 0)} ; "
                     f"{cap.get('underruns', 0)}/{cap.get('overruns', 0)}")
         corr = f"{pb.get('trims', 0)}+{pb.get('pads', 0)} ; {cap.get('trims', 0)}+{cap.get('pads', 0)}"
         if delays:
-            delay = f"{fmt(float(np.median(delays)))} ({fmt(min(delays))}-{fmt(max(delays))})"
+            trip = float(np.median([rt for _, rt in run.trips]))
+            delay = (f"{fmt(trip)} = {fmt(run.loop_ms)} + {fmt(float(np.median(delays)))} "
+                     f"({fmt(min(delays))}-{fmt(max(delays))}) ; {fmt(trip - LOOPBACK_MS)}")
             spread = fmt(max(late) - min(late)) if late else "-"
         else:
             delay, spread = "no clicks back", "-"
@@ -253,13 +292,17 @@ def report(runs: list[Run], seconds: float) -> str:
                      f"{fmt(run.unit_mem[0])} / {fmt(run.unit_mem[1])}",
                      f"{fmt(run.device_mem[0])} / {fmt(run.device_mem[1])}"])
     headers = ["device", "underruns/overruns (play ; capture)", "trims+pads (play ; capture)",
-               "bridge delay ms, both ways: median (min-max)", "delay spread ms (after 3 s)", "clicks",
+               "click round trip ms = JACK loop + bridge, both ways: median (min-max) ; round trip - 40",
+               "delay spread ms (after 3 s)", "clicks",
                "CPU % unit + device process", "bridge callbacks CPU %", "unit USS / PSS MB",
                "device process USS / PSS MB"]
     note = (f"\n{seconds:g} s call per row; {cpu_model()}, {os.cpu_count()} cores. Bridge delay = a click's "
-            f"round trip through the port, rings, PortAudio and a JACK loopback minus the loopback's "
-            f"{LOOPBACK_MS:g} ms. Bridge callbacks CPU = device callback + pjsua2 port callbacks "
-            f"(per-thread CPU time) over the unit's uptime with the bridge.")
+            f"round trip through the port, rings, PortAudio and a JACK loopback minus the loopback's own delay, "
+            f"measured on the same server before the call by a JACK client of its own (one period: a JACK "
+            f"loop is a feedback cycle). After ';': the round trip minus {LOOPBACK_MS:g} ms, the issue's "
+            f"accounting (its 40 ms included PortAudio's block adapter, one period, which is the bridge's). "
+            f"Bridge callbacks CPU = device callback + pjsua2 port callbacks (per-thread CPU time) over the "
+            f"unit's uptime with the bridge.")
     return md_table(headers, rows) + note
 
 

@@ -271,7 +271,7 @@ class Ring:
 
 # Slots of the shared status array: written by the device process unless noted.
 (S_CALLBACKS, S_LAST_CB_NS, S_XRUNS, S_CPU_NS, S_RATE_MHZ, S_OPEN,
- S_MUTED, S_PORT_READ_NS, S_PORT_WRITE_NS) = range(9)  # MUTED and PORT_*: written by the unit
+ S_MUTED, S_PORT_READ_NS, S_PORT_WRITE_NS, S_BLOCK) = range(10)  # MUTED and PORT_*: written by the unit
 STATUS_SLOTS = 16
 
 
@@ -421,6 +421,13 @@ def resolve_device(sd: ModuleType, device: str | int) -> tuple[int, dict[str, An
     return found[0]
 
 
+def _hostapi_name(sd: ModuleType, info: dict[str, Any]) -> str:
+    try:
+        return str(sd.query_hostapis(info["hostapi"])["name"])
+    except Exception:  # a fake or an odd sounddevice: treat as not JACK
+        return ""
+
+
 def pick_rate(sd: ModuleType, index: int, info: dict[str, Any], has_in: bool, has_out: bool) -> float:
     """16 kHz; or the device's own rate when it is a 16 kHz clock a little off (JACK at 16016).
 
@@ -450,11 +457,35 @@ class DeviceSide:
         self.stream: Any = None
 
     def open(self, sd: ModuleType, device: str | int, latency: float | str = 2 * FRAME / RATE) -> dict[str, Any]:
-        """Open and start the stream; what was opened (for the unit's log)."""
+        """Open and start the stream; what was opened (for the unit's log).
+
+        On JACK the stream asks for no block size of its own (blocksize 0)
+        and is kept that way if JACK's period turns out to be one frame: with
+        `blocksize=FRAME` PortAudio puts its block adapter between JACK's
+        buffers and the callback, and that adapter holds one more period of
+        output (measured on a JACK loopback: a click in the callback's output
+        came back in its input 640 samples later with blocksize 320, 320
+        samples later with blocksize 0; the stream reports 40 vs 20 ms output
+        latency). Any other period, and any other host API, gets
+        `blocksize=FRAME`: the rings count in frames.
+        """
         index, info = resolve_device(sd, device)
         has_in, has_out = info["max_input_channels"] >= 1, info["max_output_channels"] >= 1
         rate = pick_rate(sd, index, info, has_in, has_out)
-        common = dict(samplerate=rate, blocksize=FRAME, dtype="int16", latency=latency)
+        jack = "JACK" in str(_hostapi_name(sd, info))
+        stream = self._start(sd, index, has_in, has_out, rate, 0 if jack else FRAME, latency)
+        if jack and not self._period_is_a_frame():
+            stream.stop()
+            stream.close()
+            stream = self._start(sd, index, has_in, has_out, rate, FRAME, latency)
+        self.stream = stream
+        self.status[S_OPEN] = (1 if has_in else 0) | (2 if has_out else 0)
+        return {"index": index, "name": info["name"], "rate": rate, "input": has_in, "output": has_out,
+                "latency": list(np.atleast_1d(stream.latency).astype(float)), "blocksize": stream.blocksize}
+
+    def _start(self, sd: ModuleType, index: int, has_in: bool, has_out: bool, rate: float, blocksize: int,
+               latency: float | str) -> Any:
+        common = dict(samplerate=rate, blocksize=blocksize, dtype="int16", latency=latency)
         if has_in and has_out:
             stream = sd.Stream(device=(index, index), channels=(1, 1), callback=self.callback, **common)
         elif has_out:
@@ -465,11 +496,17 @@ class DeviceSide:
                                     callback=lambda i, f, t, s: self.callback(i, None, f, t, s), **common)
         self.status[S_RATE_MHZ] = int(rate * 1000)
         self.status[S_LAST_CB_NS] = time.monotonic_ns()
+        self.status[S_BLOCK] = 0
         stream.start()
-        self.stream = stream
-        self.status[S_OPEN] = (1 if has_in else 0) | (2 if has_out else 0)
-        return {"index": index, "name": info["name"], "rate": rate, "input": has_in, "output": has_out,
-                "latency": list(np.atleast_1d(stream.latency).astype(float))}
+        return stream
+
+    def _period_is_a_frame(self, timeout: float = 2.0) -> bool:
+        """Did the stream's first callbacks come in blocks of one frame? (waits for the first few)"""
+        deadline = time.monotonic() + timeout
+        first = int(self.status[S_CALLBACKS])
+        while int(self.status[S_CALLBACKS]) < first + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return int(self.status[S_BLOCK]) == FRAME
 
     def callback(self, indata: np.ndarray | None, outdata: np.ndarray | None, frames: int,
                  time_info: Any, status: Any) -> None:
@@ -491,6 +528,7 @@ class DeviceSide:
                 self.block.capture.write(self._zeros if frames == FRAME else np.zeros(frames, dtype=np.int16))
             else:
                 self.block.capture.write(indata[:, 0])
+        st[S_BLOCK] = frames
         st[S_CALLBACKS] += 1
         st[S_LAST_CB_NS] = now
         st[S_CPU_NS] += time.thread_time_ns() - t0
@@ -712,9 +750,9 @@ class LocalAudio:
         if "open" in reply:
             self._opens += 1
             info = reply["open"]
-            log.info("audio device %r open: #%s %s, %g Hz, in %s, out %s, latency %s (device process %d)",
-                     self.device, info["index"], info["name"], info["rate"], info["input"], info["output"],
-                     info["latency"], child.pid)
+            log.info("audio device %r open: #%s %s, %g Hz, in %s, out %s, latency %s, blocksize %s "
+                     "(device process %d)", self.device, info["index"], info["name"], info["rate"], info["input"],
+                     info["output"], info["latency"], info.get("blocksize"), child.pid)
             if info["rate"] != RATE:
                 log.info("audio device runs at %g Hz: treated as a 16 kHz clock (the rings absorb the drift)",
                          info["rate"])

@@ -309,3 +309,57 @@ def test_missing_device_raises_one_alert_and_the_bridge_stays_silent(monkeypatch
         t0 = time.monotonic()
         audio.stop()
         assert time.monotonic() - t0 < 5
+
+
+# --- opening the stream ---------------------------------------------------------------
+
+
+class FakeStreamSd(FakeSd):
+    """A sounddevice whose streams call back `calls` times, synchronously, in blocks of `period` (JACK's)."""
+
+    def __init__(self, hostapi: str, period: int) -> None:
+        super().__init__([{**dev("system", rate=16000.0), "hostapi": 0}])
+        self.hostapi, self.period = hostapi, period
+        self.opened: list[int] = []  # block size of every stream opened
+
+    def query_hostapis(self, index: int) -> dict[str, Any]:
+        return {"name": self.hostapi}
+
+    def Stream(self, *, callback: Any, blocksize: int, **kw: Any) -> Any:  # noqa: N802 - sounddevice's name
+        self.opened.append(blocksize)
+        sd = self
+
+        class Stream:
+            latency = (0.0, 0.02)
+
+            def __init__(self) -> None:
+                self.blocksize = blocksize
+
+            def start(self) -> None:
+                frames = blocksize or sd.period
+                for _ in range(3):
+                    callback(np.zeros((frames, 1), np.int16), np.zeros((frames, 1), np.int16), frames, None, None)
+
+            def stop(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return Stream()
+
+
+def test_jack_with_a_one_frame_period_gets_its_buffers_without_portaudio_s_block_adapter() -> None:
+    block, side = make_side()
+    sd = FakeStreamSd("JACK Audio Connection Kit", period=FRAME)
+    info = side.open(sd, "system")
+    assert sd.opened == [0] and info["blocksize"] == 0 and block.status[0] == 3  # callbacks seen
+
+
+def test_jack_with_another_period_and_other_host_apis_get_one_frame_blocks() -> None:
+    _, side = make_side()
+    sd = FakeStreamSd("JACK Audio Connection Kit", period=256)
+    assert side.open(sd, "system")["blocksize"] == FRAME and sd.opened == [0, FRAME]
+    _, side = make_side()
+    sd = FakeStreamSd("ALSA", period=256)
+    assert side.open(sd, "system")["blocksize"] == FRAME and sd.opened == [FRAME]
