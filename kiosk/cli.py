@@ -127,7 +127,11 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     try:
         desk.start()
     except AgentError as exc:
-        print(f"kiosk: the SIP agent cannot start on {profile.sip.listen}: {exc}", file=sys.stderr)
+        hint = ""
+        if "already in use" in str(exc).lower():
+            hint = (f" (another program, perhaps another kiosk, listens on port {profile.sip.port}: stop it "
+                    f"or give this unit another port in [sip] listen of {profile_path})")
+        print(f"kiosk: the SIP agent cannot start on {profile.sip.listen}: {exc}{hint}", file=sys.stderr)
         return 1
     control = ControlServer(desk, profile.control.socket)
     try:

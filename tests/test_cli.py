@@ -73,3 +73,42 @@ def test_a_broken_profile_without_a_last_good_one_is_refused(tmp_path: Path) -> 
     path.write_text("[sip\n")
     assert load_good_profile(path) is None
     assert _kiosk("run", "--profile", str(path), "--headless").returncode == 2
+
+
+def test_a_sip_port_already_taken_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """Another program (perhaps a second kiosk) holds the SIP port: the unit exits 1 with
+    the port, the cause and the profile key to change, not a pjsip traceback."""
+    import socket
+
+    from kiosk.lab.ports import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        path = tmp_path / "profile.toml"
+        (tmp_path / "pw").write_text("secret\n")
+        os.chmod(tmp_path / "pw", 0o600)
+        path.write_text(f"""
+[sip]
+listen = "127.0.0.1:{port}"
+[control]
+socket = "{tmp_path / 'control.sock'}"
+[recording]
+directory = "{tmp_path / 'rec'}"
+[audio]
+device = "none"
+[[line]]
+id = "main"
+label = "Main"
+uri = "sip:1001@127.0.0.1"
+registrar = "sip:127.0.0.1:{free_port()}"
+username = "1001"
+password_file = "{tmp_path / 'pw'}"
+""")
+        os.chmod(path, 0o600)
+        done = _kiosk("run", "--profile", str(path), "--headless")
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"cannot start on 127.0.0.1:{port}" in last and "Address already in use" in last, last
+    assert "[sip] listen" in last and str(path) in last, last
+    assert "Traceback" not in done.stderr
