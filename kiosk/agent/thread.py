@@ -37,6 +37,23 @@ POLL_MS = 20
 STOP = object()
 
 
+
+def _quiet_until_log_config() -> None:
+    """Silence pjlib until libInit installs our log writer.
+
+    `libCreate` logs at pjlib's default level straight to stdout (about six
+    lines per start, ending up in the journal unformatted); pjsua2 has no
+    setting that applies before it.  pjlib's own `pj_log_set_level` is
+    exported by the binding's shared object; libInit then sets the level we
+    want.  A build without the symbol just prints those lines.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(pj._pjsua2.__file__).pj_log_set_level(0)
+    except (AttributeError, OSError):
+        pass
+
 class PjLog(pj.LogWriter):
     """pjsip's log into Python logging (runs on the agent thread only)."""
 
@@ -167,6 +184,7 @@ class PjAgent:
         sip = self.profile.sip
         ep = pj.Endpoint()
         self.ep = ep
+        _quiet_until_log_config()
         ep.libCreate()
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
