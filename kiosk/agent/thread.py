@@ -55,11 +55,20 @@ def _quiet_until_log_config() -> None:
         pass
 
 class PjLog(pj.LogWriter):
-    """pjsip's log into Python logging (runs on the agent thread only)."""
+    """pjsip's log into Python logging (runs on the agent thread only).
+
+    While the unit stops, pjsip's errors are warnings: un-registering a line
+    whose REGISTER is still unanswered (the server is down) fails with EBUSY
+    at every stop, and that is not something for anyone to fix.
+    """
+
+    stopping = False
 
     def write(self, entry: "pj.LogEntry") -> None:  # noqa: D401 - pjsua2 callback
         msg = entry.msg.rstrip()
-        if entry.level <= 1:
+        if entry.level <= 1 and self.stopping:
+            log.warning("pjsip (stopping): %s", msg)
+        elif entry.level <= 1:
             log.error("pjsip: %s", msg)
         elif entry.level <= 2:
             log.warning("pjsip: %s", msg)
@@ -264,6 +273,9 @@ class PjAgent:
         ep = self.ep
         if ep is None:
             return
+        writer = getattr(self, "_log_writer", None)
+        if writer is not None:
+            writer.stopping = True
         try:
             # No local variable may keep a Call alive past libDestroy (its
             # destructor then asserts in pjsua): hang up through a helper.
