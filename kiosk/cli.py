@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .desk import Desk
     from .profile import Profile
 
 DEFAULT_SOCKET = Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
@@ -146,19 +147,41 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
 
         buttons = start_buttons(desk, profile.gpio)  # None, with a warning, when GPIO cannot be used
     log.info("unit running: profile %s, control socket %s", profile.path, profile.control.socket)
+    hint = f"drive it with `kiosk ctl --socket {profile.control.socket} calls|dial NUMBER|answer|hangup|events`"
+    show_panel = False
     if headless:
-        log.info("headless: drive it with `kiosk ctl --socket %s calls|dial NUMBER|answer|hangup|events`",
-                 profile.control.socket)
+        log.info("headless: %s", hint)
+    else:
+        from .ui.display import no_display_reason  # no Kivy import: only looks at the environment
+
+        reason = no_display_reason()
+        if reason:
+            log.info("running headless: %s; %s", reason, hint)
+        show_panel = reason is None
     sd_notify("READY=1")
     # systemd's WatchdogSec: ping at half the interval, and only while the agent
     # thread still turns its loop — a wedged pjsua2 gets the unit restarted.
     interval = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6 or 10.0
-    try:
+
+    def watchdog() -> None:
         while not stop.wait(interval):
             if agent_alive(desk.agent):
                 sd_notify("WATCHDOG=1")
             else:
                 log.error("the SIP agent does not answer: not telling systemd we are alive")
+
+    try:
+        if show_panel:
+            # Kivy needs the main thread; the watchdog keeps its own (agent_alive may wait 5 s).
+            pinger = threading.Thread(target=watchdog, name="kiosk-watchdog", daemon=True)
+            pinger.start()
+            _show_panel(desk, stop)
+            if not stop.is_set():
+                log.warning("the touchscreen is off: the unit goes on headless; %s", hint)
+            stop.wait()
+            pinger.join(timeout=10.0)
+        else:
+            watchdog()
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
@@ -167,6 +190,25 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         control.stop()
         desk.stop()
     return 0
+
+
+def _show_panel(desk: "Desk", stop: threading.Event) -> None:
+    """The touchscreen until `stop`; returns early (logged) if Kivy cannot run it. Never raises:
+    the calls go on without a screen."""
+    try:
+        from .ui.app import PanelFailed, run_panel
+    except Exception as exc:  # Kivy missing or broken: still a phone
+        log.error("touchscreen unavailable (%s: %s)", type(exc).__name__, exc)
+        return
+    try:
+        # No X11 or Wayland: SDL draws on the KMS/DRM console, where the screen is the window.
+        fullscreen = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        run_panel(desk, stop, fullscreen=fullscreen)
+    except PanelFailed as exc:
+        if not stop.is_set():
+            log.error("touchscreen failed: %s", exc)
+    except Exception:
+        log.exception("touchscreen failed")
 
 
 def list_audio_devices(profile_path: Path | None) -> int:

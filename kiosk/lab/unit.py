@@ -91,13 +91,14 @@ class CtlResult:
 
 @dataclass
 class Unit:
-    """`kiosk run --headless` on a profile, as a separate process."""
+    """`kiosk run --headless` on a profile, as a separate process (`headless=False`: with the touchscreen)."""
 
     workdir: Path
     profile_text: str
     socket: Path
     proc: LabProcess | None = None
     env: dict[str, str] = field(default_factory=dict)
+    headless: bool = True
 
     @property
     def profile_path(self) -> Path:
@@ -112,7 +113,9 @@ class Unit:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.profile_path.write_text(self.profile_text)
         os.chmod(self.profile_path, 0o600)
-        argv = [sys.executable, "-m", "kiosk.cli", "run", "--profile", str(self.profile_path), "--headless"]
+        argv = [sys.executable, "-m", "kiosk.cli", "run", "--profile", str(self.profile_path)]
+        if self.headless:
+            argv.append("--headless")
         self.proc = LabProcess("kiosk", argv, self.log_path, self.workdir)
         self.proc.start(env={**os.environ, **self.env})
         if not wait_until(lambda: self.socket.exists() or not self.proc.running(), timeout):
