@@ -228,6 +228,7 @@ class Desk:
                 "routes": [r.id for r in self.profile.routes],
                 "calls": [row.as_json() for row in self.rows.values()],
                 "selection": list(self.selection),
+                "muted": self.muted,
             }
 
     def selected(self) -> list[Row]:
@@ -729,6 +730,7 @@ class Desk:
         with self._lock:
             self.muted = on
         log.info("microphone %s", "muted" if on else "on")
+        self._emit(ev.MuteChanged(on))  # every front-end shows it, whoever pressed
         return Outcome(True, data={"muted": on})
 
     def recordings(self) -> Outcome:

@@ -115,6 +115,14 @@ class ParamsChanged(Event):
 
 
 @dataclass(frozen=True)
+class MuteChanged(Event):
+    """The operator's microphone was muted or unmuted, from whichever front-end."""
+
+    muted: bool
+    kind = "mute"
+
+
+@dataclass(frozen=True)
 class NumberRequired(Event):
     """An action needs a number and the Number field is empty: ask the operator."""
 

@@ -316,6 +316,34 @@ def test_mute_refused_by_an_agent_without_mute_says_so(panel: Panel) -> None:
     assert panel.status.text == "Mute: this unit cannot mute the microphone"
 
 
+def test_mute_button_follows_the_desk_whoever_mutes() -> None:
+    """A mute from `kiosk ctl` or a GPIO key shows on the screen too (the MuteChanged event)."""
+    from concurrent.futures import Future
+
+    class MutingAgent(FakeAgent):
+        def mute(self, on: bool) -> Future[None]:
+            fut: Future[None] = Future()
+            fut.set_result(None)
+            return fut
+
+    agent = MutingAgent()
+    desk = Desk(make_profile(), agent)
+    desk.start()
+    panel = make_panel(desk)
+    try:
+        button = panel.buttons["mute"]
+        tap(panel, button)
+        assert button.text == panel.texts["muted"]
+        assert desk.mute("off").data == {"muted": False}  # as the control socket does it
+        pump(panel)
+        assert button.text == panel.texts["mute"]
+        desk.mute("on")
+        pump(panel)
+        assert button.text == panel.texts["muted"]
+    finally:
+        drop(panel)
+
+
 # --- languages and the picture --------------------------------------------------------------------
 
 

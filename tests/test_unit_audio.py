@@ -274,6 +274,7 @@ def test_muted_microphone_sends_silence_to_the_far_end(unit_factory, phone, jack
 
 
 def test_desk_mute_toggles_and_tells_the_agent() -> None:
+    from kiosk import events as ev
     from kiosk.desk import Desk
 
     from .fakes import FakeAgent, make_profile
@@ -292,11 +293,15 @@ def test_desk_mute_toggles_and_tells_the_agent() -> None:
     agent = MutingAgent()
     desk = Desk(make_profile(), agent)
     desk.start()
+    told: list[bool] = []
+    desk.subscribe(lambda e: told.append(e.muted) if isinstance(e, ev.MuteChanged) else None)
     assert desk.mute("on").data == {"muted": True}
+    assert desk.snapshot()["muted"] is True
     assert desk.mute("toggle").data == {"muted": False}
     assert desk.mute("toggle").data == {"muted": True}
     assert desk.mute("off").data == {"muted": False}
     assert agent.mutes == [True, False, True, False]
+    assert told == [True, False, True, False]  # every front-end hears of it, whoever pressed
     refused = desk.mute("loud")
     assert not refused.ok and "on, off or toggle" in refused.reason
 

@@ -155,6 +155,8 @@ class Panel(BoxLayout):
             if self._asked == event.action and event.reason.startswith("number required"):
                 return  # the popup is the answer to that refusal
             self.show_status(self.texts.refused(event.action, event.reason), REFUSED_COLOR)
+        elif isinstance(event, ev.MuteChanged):
+            self._show_mute(event.muted)
         elif isinstance(event, ev.Alert):
             self.show_status(self.texts["alert"].format(message=event.message), ALERT_COLOR)
 
