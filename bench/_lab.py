@@ -409,12 +409,17 @@ class Wire:
 
 
 def start_unit(workdir: Path, *, registrar: str, proxy: str, lines: list[LabLine],
-               domain: str = "127.0.0.1", timeout: float = 30.0) -> Unit:
-    """The kiosk (`kiosk run --headless`) as its own process on a lab profile, lines registered."""
+               domain: str = "127.0.0.1", timeout: float = 30.0, panel: bool = False) -> Unit:
+    """The kiosk (`kiosk run --headless`) as its own process on a lab profile, lines registered.
+
+    `panel`: with the touchscreen instead, drawn by SDL's offscreen driver (Mesa's
+    software renderer here; DISPLAY only has to make the unit's display check pass).
+    """
     sock = workdir / "control.sock"
     text = lab_profile_toml(listen=f"127.0.0.1:{free_port()}", registrar=registrar, domain=domain,
                             proxy=proxy, lines=lines, socket=sock, recordings=workdir / "recordings")
-    unit = Unit(workdir, text, sock)
+    env = {"SDL_VIDEODRIVER": "offscreen", "DISPLAY": ":kiosk-bench", "KIVY_NO_ARGS": "1"} if panel else {}
+    unit = Unit(workdir, text, sock, env=env, headless=not panel)
     try:
         unit.start(wait_registered=True, timeout=timeout)
     except BaseException:

@@ -18,6 +18,10 @@ Method (all on 127.0.0.1, free ports, everything started and stopped here):
   Expected in the kiosk: the SIP agent's `libHandleEvents(20)` loop (50/s),
   pjmedia's clock thread `media` driving the conference bridge from the null
   sound device (about 100/s), the control server's `serve_forever(0.1)` (10/s).
+- kiosk with the touchscreen: a second unit, `kiosk run` with the Kivy panel
+  drawn by SDL's offscreen driver through Mesa's software renderer (no GPU
+  here: a Pi draws through its GPU driver, so its memory differs), two more
+  lines (1003, 1004), measured in the same window.
 - Registration refreshes (every 300 s for the kiosk, 600 s for baresip) do not
   fall into a 60 s window: this is the cost of doing nothing.
 """
@@ -36,7 +40,7 @@ from _lab import (  # noqa: E402
     start_unit, wait_until,
 )
 
-USERS = {"1001": "idle-1001-pw", "1002": "idle-1002-pw", "2001": "idle-2001-pw", "2002": "idle-2002-pw"}
+USERS = {"1001": "idle-1001-pw", "1002": "idle-1002-pw", "1003": "idle-1003-pw", "1004": "idle-1004-pw", "2001": "idle-2001-pw", "2002": "idle-2002-pw"}
 
 
 def main() -> int:
@@ -47,22 +51,27 @@ def main() -> int:
         unit = start_unit(work / "unit", registrar=f"sip:{kam.address}", proxy=f"sip:{kam.address}",
                           lines=[LabLine("a", "1001", USERS["1001"]), LabLine("b", "1002", USERS["1002"])])
         stack.callback(unit.stop)
+        shown = start_unit(work / "panel", registrar=f"sip:{kam.address}", proxy=f"sip:{kam.address}", panel=True,
+                           lines=[LabLine("a", "1003", USERS["1003"]), LabLine("b", "1004", USERS["1004"])])
+        stack.callback(shown.stop)
         phone = MultiBaresip(work / "baresip", {u: USERS[u] for u in ("2001", "2002")}, kam.address, tone_hz=440)
         stack.callback(phone.stop)
         phone.start()
         if not wait_until(phone.all_registered, 10, 0.1):
             raise RuntimeError(f"baresip's two accounts did not register:\n{phone.log_text()[-2000:]}")
         time.sleep(5)
-        assert unit.proc and unit.proc.pid and phone.pid
+        assert unit.proc and unit.proc.pid and phone.pid and shown.proc and shown.proc.pid
         ku = Usage(unit.proc.pid)
-        k, b = measure([ku, Usage(phone.pid)], args.seconds)
-        lines = unit.request("calls")["data"]["lines"]
+        k, b, p = measure([ku, Usage(phone.pid), Usage(shown.proc.pid)], args.seconds)
+        lines = unit.request("calls")["data"]["lines"] + shown.request("calls")["data"]["lines"]
+        if "touchscreen failed" in shown.log_path.read_text() or "headless" in shown.log_path.read_text():
+            raise RuntimeError(f"the panel did not come up:\n{shown.log_tail()}")
         if not all(line["registered"] for line in lines) or not phone.all_registered():
             raise RuntimeError(f"a line lost its registration during the window: {lines}")
 
     def row(label: str, key: str, fmt: str, ratio: bool = True) -> list[str]:
         r = "" if not ratio else f"{k[key] / b[key]:.1f}x" if b[key] else "n/a (baresip: 0)"
-        return [label, format(k[key], fmt), format(b[key], fmt), r]
+        return [label, format(k[key], fmt), format(b[key], fmt), r, format(p[key], fmt)]
 
     rows = [
         row("CPU, % of one core", "cpu", ".2f"),
@@ -76,8 +85,10 @@ def main() -> int:
     ]
     rows[1][1] = f"{k['user']:.2f} / {k['system']:.2f}"
     rows[1][2] = f"{b['user']:.2f} / {b['system']:.2f}"
+    rows[1][4] = f"{p['user']:.2f} / {p['system']:.2f}"
     print(header(f"Idle, two registered lines, {args.seconds:g} s window (same window for both)", load0))
-    print(md_table(["", "kiosk (headless unit)", "baresip (2 accounts)", "kiosk/baresip"], rows))
+    print(md_table(["", "kiosk (headless unit)", "baresip (2 accounts)", "kiosk/baresip",
+                    "kiosk with the touchscreen (offscreen, software GL)"], rows))
     print()
     print("kiosk wake-ups/s by thread, in creation order (the OS names Python threads `python`): "
           + ", ".join(f"{name} {rate:.0f}" for name, rate in ku.per_thread) + ".")
