@@ -158,7 +158,7 @@ class Panel(BoxLayout):
         elif isinstance(event, ev.MuteChanged):
             self._show_mute(event.muted)
         elif isinstance(event, ev.Alert):
-            self.show_status(self.texts["alert"].format(message=event.message), ALERT_COLOR)
+            self.show_status(self.texts.alert(event.message), ALERT_COLOR)
 
     def on_done(self, name: str, outcome: Outcome) -> None:
         if name == "mute" and outcome.ok:
