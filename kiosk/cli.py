@@ -1,7 +1,9 @@
 """The `kiosk` command: run, demo, check-profile, ctl, devices.
 
-Heavy imports (pjsua2, Kivy) happen inside the subcommand that needs them, so
-`kiosk ctl` and `kiosk check-profile` start fast and work without them.
+Heavy imports (pjsua2) happen inside the subcommand that needs them, so
+`kiosk ctl` and `kiosk check-profile` start fast and work without them. Kivy is
+never imported here: `kiosk run` starts the touchscreen as its own process
+(`python -m kiosk.ui`, kept running by kiosk.ui.supervisor).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .desk import Desk
     from .profile import Profile
 
 DEFAULT_SOCKET = Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
@@ -170,45 +171,26 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
             else:
                 log.error("the SIP agent does not answer: not telling systemd we are alive")
 
+    panel = None
+    if show_panel:
+        # The touchscreen is its own process, a client of the control socket: a crash in SDL,
+        # the GL driver or Kivy ends that process, never this one and its calls.
+        from .ui.supervisor import PanelSupervisor, fullscreen_wanted
+
+        panel = PanelSupervisor(profile.control.socket, profile.path, fullscreen_wanted())
+        panel.start()
     try:
-        if show_panel:
-            # Kivy needs the main thread; the watchdog keeps its own (agent_alive may wait 5 s).
-            pinger = threading.Thread(target=watchdog, name="kiosk-watchdog", daemon=True)
-            pinger.start()
-            _show_panel(desk, stop)
-            if not stop.is_set():
-                log.warning("the touchscreen is off: the unit goes on headless; %s", hint)
-            stop.wait()
-            pinger.join(timeout=10.0)
-        else:
-            watchdog()
+        watchdog()
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
+        if panel is not None:
+            panel.stop()
         if buttons is not None:
             buttons.close()
         control.stop()
         desk.stop()
     return 0
-
-
-def _show_panel(desk: "Desk", stop: threading.Event) -> None:
-    """The touchscreen until `stop`; returns early (logged) if Kivy cannot run it. Never raises:
-    the calls go on without a screen."""
-    try:
-        from .ui.app import PanelFailed, run_panel
-    except Exception as exc:  # Kivy missing or broken: still a phone
-        log.error("touchscreen unavailable (%s: %s)", type(exc).__name__, exc)
-        return
-    try:
-        # No X11 or Wayland: SDL draws on the KMS/DRM console, where the screen is the window.
-        fullscreen = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        run_panel(desk, stop, fullscreen=fullscreen)
-    except PanelFailed as exc:
-        if not stop.is_set():
-            log.error("touchscreen failed: %s", exc)
-    except Exception:
-        log.exception("touchscreen failed")
 
 
 def list_audio_devices(profile_path: Path | None) -> int:

@@ -150,3 +150,55 @@ class Alert(Event):
 
     message: str
     kind = "alert"
+
+
+# --- front-end side: the unit seen over the control socket -----------------
+
+
+@dataclass(frozen=True)
+class LinkChanged(Event):
+    """A front-end in its own process lost (or regained) the unit's control socket.
+
+    Never emitted by the desk: kiosk.ui.remote.RemoteDesk raises it for the panel.
+    `snapshot` is the desk's snapshot read on reconnecting (None while the link is down).
+    """
+
+    connected: bool
+    reason: str = ""
+    snapshot: dict[str, Any] | None = None
+    kind = "link"
+
+
+def _event_classes() -> dict[str, type[Event]]:
+    found: dict[str, type[Event]] = {}
+    pending = list(Event.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        if dataclasses.is_dataclass(cls):
+            found[cls.kind] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+#: JSON name (`"event"` of a `kiosk ctl events` line) -> the event class.
+KINDS: dict[str, type[Event]] = _event_classes()
+
+
+def from_json(data: dict[str, Any]) -> Event | None:
+    """The event a `kiosk ctl events` line stands for (the inverse of `as_json`); None for a
+    kind this code does not know (a newer unit) or a line whose fields do not fit."""
+    cls = KINDS.get(str(data.get("event")))
+    if cls is None:
+        return None
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, list) and str(f.type).startswith("tuple"):
+            value = tuple(value)  # JSON has no tuples: SelectionChanged.rows
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a required field missing
+        return None

@@ -383,3 +383,63 @@ def test_a_screenshot_of_the_panel_is_not_blank(panel: Panel, agent: FakeAgent, 
     pixels = image.texture.pixels
     colours = {pixels[i:i + 3] for i in range(0, len(pixels), 4 * 97)}
     assert len(colours) > 8, f"the screenshot {path} looks blank ({len(colours)} colours)"
+
+
+# --- the panel in its own process: the same screen over the control socket ------------------------------
+
+
+def until(panel: Panel, pred: Any, timeout: float = 20.0) -> None:
+    """Run Kivy's loop until pred() holds: events come over a socket, on the RemoteDesk's thread.
+    The timeout only ends a broken test; a passing one waits for the event, not for time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "the panel never showed it"
+        pump(panel)
+
+
+def test_the_panel_over_the_control_socket_and_a_unit_that_restarts(desk: Desk, agent: FakeAgent) -> None:
+    import shutil
+    from pathlib import Path
+
+    from kiosk.control import ControlServer
+    from kiosk.ui.remote import RemoteDesk
+
+    workdir = Path(tempfile.mkdtemp(prefix="kiosk-ui-"))
+    server = ControlServer(desk, workdir / "control.sock")
+    server.start()
+    remote = RemoteDesk(server.path, desk.profile)
+    panel = make_panel(remote)  # type: ignore[arg-type]
+    try:
+        assert panel.line_choice.text == "Operator 1\nregistered"  # the unit's snapshot
+        type_number(panel, "2001")
+        assert desk.number == "2001"
+        tap(panel, panel.buttons["call"])
+        [(row, _, uri, _)] = agent.requests("dial")
+        assert uri == "sip:92001@pbx.test"
+        until(panel, lambda: row in panel.table.rows and panel.table.rows[row].selected)
+        until(panel, lambda: panel.number_field.text == "2001")
+        agent.talking(row)
+        until(panel, lambda: row_texts(panel, row)["col_state"] == "talking")
+        tap(panel, panel.buttons["connect"])  # refused by the desk: its reason comes back as an event
+        until(panel, lambda: panel.status.text.startswith("Connect: "))
+
+        server.stop()  # the unit restarts
+        until(panel, lambda: panel.status.text == panel.texts["link_lost"])
+        tap(panel, panel.buttons["hold"])  # nothing to send it to: the screen says why, and does not crash
+        assert panel.status.text == panel.texts["link_lost"]
+        agent.ended(row)  # gone while the panel could not hear it
+        other = agent.ring("sip:2002@pbx.test")
+        server = ControlServer(desk, workdir / "control.sock")
+        server.start()
+        until(panel, lambda: panel.status.text == "")
+        until(panel, lambda: list(panel.table.rows) == [other])
+        tap(panel, panel.table.rows[other])
+        until(panel, lambda: panel.table.rows[other].selected)
+        assert desk.selection == [other]
+    finally:
+        drop(panel)
+        remote.close()
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,8 +8,10 @@ Kivy reads its environment once, when it is first imported, and by default
 parses sys.argv, writes ~/.kivy and swallows stderr into its own logger. So
 importing this package sets the defaults the unit wants before any module of it
 imports kivy; a variable already set (by a test, by systemd) wins. The modules
-`texts`, `display` and `frontend` import no Kivy at all: the headless unit,
-`kiosk ctl` and the other tests never load it.
+`texts`, `display`, `frontend`, `remote` and `supervisor` import no Kivy at all:
+the unit (which only starts the panel's process, `python -m kiosk.ui`, and
+passes these defaults on to it in its environment), `kiosk ctl` and the other
+tests never load it.
 """
 
 from __future__ import annotations

@@ -1,19 +1,21 @@
-"""The Kivy application that shows the panel while the unit runs: `run_panel` is what `kiosk run` calls.
+"""The Kivy application that shows the panel: `run_panel` is what the panel's process runs.
 
-Kivy owns the main thread while the panel is up. The unit's stop Event (set by
-SIGTERM / SIGINT in cli.run_unit) is looked at four times a second and stops
-the app; the unit then shuts down as it always does. An exception in a
-callback is logged and the panel goes on: a bug in the screen must not take the
-calls down with it.
+`kiosk run` starts `python -m kiosk.ui` (kiosk/ui/__main__.py) as a child
+process that shows the panel over the unit's control socket (a RemoteDesk), so
+neither Kivy nor SDL nor the GL driver ever lives in the SIP process. Kivy owns
+that process's main thread. Its stop Event (set by SIGTERM there) is looked at
+four times a second and stops the app. An exception in a callback is logged and
+the panel goes on. run_panel works on an in-process Desk too (tests).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from kiosk.desk import Desk
+if TYPE_CHECKING:
+    from .frontend import AnyDesk
 
 from .display import no_display_reason  # noqa: F401  (re-exported for the CLI)
 
@@ -43,7 +45,7 @@ def configure_kivy(fullscreen: bool) -> None:
     Config.set("input", "mouse", "mouse,multitouch_on_demand")  # a right click is a click, not a red dot
 
 
-def run_panel(desk: Desk, stop: threading.Event, fullscreen: bool = False,
+def run_panel(desk: "AnyDesk", stop: threading.Event, fullscreen: bool = False,
               on_started: Callable[[], None] | None = None) -> None:
     """Show the panel until `stop` is set (then return) or the window goes (PanelFailed).
 

@@ -14,10 +14,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from kiosk import events as ev
 from kiosk.desk import Desk, Outcome
+
+if TYPE_CHECKING:
+    from .remote import RemoteDesk
+
+#: The desk in this process (tests, the demo) or the unit's, over its control socket (the panel's process).
+AnyDesk = Union[Desk, "RemoteDesk"]
 
 log = logging.getLogger("kiosk.ui")
 
@@ -25,7 +31,7 @@ Post = Callable[[Callable[[], None]], None]
 
 #: Actions the desk may ask a number for (NumberRequired.action) and how to repeat them with it:
 #: the desk takes the number as the command's argument, as `kiosk ctl dial 2001` gives it.
-NUMBER_ACTIONS: dict[str, Callable[[Desk, str], Outcome]] = {
+NUMBER_ACTIONS: dict[str, Callable[[AnyDesk, str], Outcome]] = {
     "dial": lambda desk, number: desk.dial(number),
     "quick transfer": lambda desk, number: desk.transfer("quick", number),
     "consult transfer": lambda desk, number: desk.transfer("consult", number),
@@ -40,7 +46,7 @@ DIAL_CHARS = frozenset("0123456789*#+")
 class DeskFrontend:
     """One desk, seen from the touchscreen: the command vocabulary and the event hand-over."""
 
-    def __init__(self, desk: Desk, post: Post) -> None:
+    def __init__(self, desk: AnyDesk, post: Post) -> None:
         self.desk = desk
         self._post = post
         #: Set by the panel: called on the UI thread with every desk event.

@@ -50,6 +50,7 @@ class Panel(BoxLayout):
         self._asked: str | None = None  # the action a popup is asking a number for
         self._registered: dict[str, bool] = {line.id: False for line in profile.lines}
         self._line = profile.lines[0].id
+        self._link_lost = ""  # while the unit's socket is away: what the status line says instead of nothing
         self._status_clear = Clock.create_trigger(lambda dt: self.clear_status(), STATUS_SECONDS)
 
         # --- parameters: Line, Number, Route (always visible, above the table)
@@ -114,14 +115,20 @@ class Panel(BoxLayout):
         """Follow the desk: draw its snapshot, then its events; listen to a hardware keyboard."""
         self.frontend.on_event = self.on_event
         self.frontend.on_done = self.on_done
-        snap = self.frontend.start()
+        self._load(self.frontend.start())
+        Window.bind(on_key_down=self.on_key_down)
+
+    def _load(self, snap: dict[str, Any]) -> None:
+        """Draw the desk's whole state (at start, and again when the unit's socket comes back)."""
         for line in snap["lines"]:
             self._registered[line["id"]] = bool(line["registered"])
         self._show_lines()
         self._show_params(snap["line"], snap["number"], snap["route"])
+        calls = {int(row["id"]) for row in snap["calls"]}
+        for row_id in [r for r in self.table.rows if r not in calls]:  # ended while the unit was away
+            self.table.remove(row_id)
         self.table.load(snap["calls"], snap["selection"])
-        self._show_mute(bool(getattr(self.frontend.desk, "muted", False)))
-        Window.bind(on_key_down=self.on_key_down)
+        self._show_mute(bool(snap.get("muted", getattr(self.frontend.desk, "muted", False))))
 
     def close(self) -> None:
         Window.unbind(on_key_down=self.on_key_down)
@@ -159,6 +166,22 @@ class Panel(BoxLayout):
             self._show_mute(event.muted)
         elif isinstance(event, ev.Alert):
             self.show_status(self.texts.alert(event.message), ALERT_COLOR)
+        elif isinstance(event, ev.LinkChanged):  # only from a RemoteDesk: the panel in its own process
+            self.on_link(event)
+
+    def on_link(self, event: ev.LinkChanged) -> None:
+        """The unit's socket went away (say so until it is back) or came back (redraw from its state)."""
+        if event.connected:
+            self._link_lost = ""
+            if event.snapshot is not None:
+                self._load(event.snapshot)
+            self.clear_status()
+        else:
+            self._link_lost = self.texts["link_lost"]
+            if self.popup is not None:
+                self.popup.dismiss()
+            self.show_status(self._link_lost, ALERT_COLOR)
+            self._status_clear.cancel()  # stays until the unit is back
 
     def on_done(self, name: str, outcome: Outcome) -> None:
         if name == "mute" and outcome.ok:
@@ -193,8 +216,9 @@ class Panel(BoxLayout):
         self._status_clear()
 
     def clear_status(self) -> None:
-        self.status.text = ""
         self._status_clear.cancel()
+        self.status.text = self._link_lost
+        self.status.color = ALERT_COLOR
 
     # --- the number dialog -----------------------------------------------------------
 

@@ -53,6 +53,7 @@ _EN: dict[str, str] = {
     "ask_number": "Number for: {action}",
     "refused": "{action}: {reason}",
     "alert": "{message}",
+    "link_lost": "No connection to the unit (restarting?): reconnecting...",
 }
 
 _RU: dict[str, str] = {
@@ -94,6 +95,7 @@ _RU: dict[str, str] = {
     "ask_number": "Номер для: {action}",
     "refused": "{action}: {reason}",
     "alert": "{message}",
+    "link_lost": "Нет связи с блоком (перезапуск?): подключаюсь...",
 }
 
 #: The desk's call states (Row.state) as the operator reads them.
