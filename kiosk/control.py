@@ -492,8 +492,8 @@ def _connect(path: Path | str, timeout: float | None) -> socket.socket:
     return sock
 
 
-def _lines(sock: socket.socket, path: Path | str) -> Iterator[dict[str, Any]]:
-    """Each JSON line the server sends, until it closes."""
+def json_lines(sock: socket.socket, path: Path | str) -> Iterator[dict[str, Any]]:
+    """Each JSON line the server sends, until it closes; ControlError on a broken socket or line."""
     buf = b""
     while True:
         try:
@@ -531,23 +531,34 @@ def request(path: Path | str, cmd: str, /, **args: Any) -> dict[str, Any]:
             sock.sendall(_encode(body))
         except OSError as exc:
             raise ControlError(f"lost the kiosk at {path}: {exc}") from None
-        for reply in _lines(sock, path):
+        for reply in json_lines(sock, path):
             return reply
         raise ControlError(f"the kiosk at {path} closed the connection without replying")
     finally:
         sock.close()
 
 
+def open_events(path: Path | str, timeout: float = REQUEST_TIMEOUT) -> socket.socket:
+    """A socket that has asked the unit for its event stream: read it with `json_lines`.
+
+    For a client that must be able to shut the stream down from another thread
+    (the touchscreen's RemoteDesk); `stream_events` is the simple form.
+    """
+    sock = _connect(path, timeout)
+    try:
+        sock.sendall(_encode({"cmd": EVENTS}))
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"lost the kiosk at {path}: {exc}") from None
+    return sock
+
+
 def stream_events(path: Path | str) -> Iterator[dict[str, Any]]:
     """The snapshot, then every desk event, as dicts, until the unit goes away or the caller stops."""
-    sock = _connect(path, REQUEST_TIMEOUT)
+    sock = open_events(path)
     try:
-        try:
-            sock.sendall(_encode({"cmd": EVENTS}))
-        except OSError as exc:
-            raise ControlError(f"lost the kiosk at {path}: {exc}") from None
         sock.settimeout(None)  # events may be minutes apart
-        for obj in _lines(sock, path):
+        for obj in json_lines(sock, path):
             if obj.get("ok") is False:
                 raise ControlError(str(obj.get("error", "the kiosk refused the event stream")))
             yield obj

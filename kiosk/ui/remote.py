@@ -15,7 +15,6 @@ the link is down a command is refused with a reason; nothing raises. No Kivy her
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from kiosk import events as ev
-from kiosk.control import EVENTS, ControlError, request
+from kiosk.control import ControlError, json_lines, open_events, request
 from kiosk.desk import Outcome
 from kiosk.profile import Profile
 
@@ -113,8 +112,8 @@ class RemoteDesk:
         while not self._stopping.is_set():
             try:
                 sock = self._connect()
-            except OSError as exc:
-                reason = str(exc) if isinstance(exc, ControlError) else f"cannot reach the unit at {self.path}: {exc}"
+            except ControlError as exc:  # it says which socket and why
+                reason = str(exc)
                 if not told_down:  # said once per outage, not at every retry
                     log.warning("touchscreen: %s; trying again", reason)
                     self._link_down(reason)
@@ -144,17 +143,7 @@ class RemoteDesk:
             delay = min(delay * 2, RETRY_MAX)
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(CONNECT_TIMEOUT)
-            sock.connect(str(self.path))
-            sock.sendall((json.dumps({"cmd": EVENTS}) + "\n").encode())
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            raise ControlError(f"no kiosk is running at {self.path}") from None
-        except OSError:
-            sock.close()
-            raise
+        sock = open_events(self.path, CONNECT_TIMEOUT)
         with self._lock:
             self._sock = sock
         if self._stopping.is_set():  # close() came between: it could not shut this one down
@@ -164,25 +153,9 @@ class RemoteDesk:
 
     def _follow(self, sock: socket.socket) -> str:
         """Read the snapshot, then events, until the stream ends; why it ended."""
-        buf = b""
         first = True
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError as exc:
-                return f"lost the unit at {self.path}: {exc}"
-            if not chunk:
-                return f"the unit at {self.path} closed the connection"
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    log.warning("touchscreen: not JSON from the unit: %r", line[:80])
-                    continue
-                if not isinstance(obj, dict):
-                    continue
+        try:
+            for obj in json_lines(sock, self.path):
                 if first:
                     first = False
                     if obj.get("event") != "snapshot":
@@ -196,6 +169,9 @@ class RemoteDesk:
                     continue
                 self._track(event)
                 self._emit(event)
+        except ControlError as exc:
+            return str(exc)
+        return f"the unit at {self.path} closed the connection"
 
     def _on_snapshot(self, obj: dict[str, Any]) -> None:
         snap = {k: v for k, v in obj.items() if k != "event"}
