@@ -730,12 +730,12 @@ class LocalAudio:
         block = SharedBlock.create()
         block.status[S_MUTED] = int(self._muted)
         self._block = block  # the port sees status OPEN = 0 until the child has opened the device
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        from kiosk.children import child_env
+
         argv = [sys.executable, "-m", "hw.audio", "--serve", str(block.path), "--device", json.dumps(self.device)]
         try:
             child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env, start_new_session=True)
+                                     text=True, env=child_env(), start_new_session=True)
         except OSError as exc:
             block.unlink()
             return f"cannot start the audio device process: {exc}"

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from kiosk.children import child_env
+
 log = logging.getLogger("kiosk.ui")
 
 #: Restart pauses (s): the first, and the most it doubles to.
@@ -129,16 +131,6 @@ class PanelSupervisor:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(grace)
         return code
-
-
-def child_env() -> dict[str, str]:
-    """The unit's environment, with this very `kiosk` package importable (also from a source checkout)."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    return env
 
 
 def fullscreen_wanted() -> bool:
