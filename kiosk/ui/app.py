@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from .frontend import AnyDesk
 
-from .display import no_display_reason  # noqa: F401  (re-exported for the CLI)
-
 log = logging.getLogger("kiosk.ui")
 
 #: The touchscreen the panel is laid out for (Raspberry Pi 7" display).

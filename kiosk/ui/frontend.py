@@ -51,8 +51,6 @@ class DeskFrontend:
         self._post = post
         #: Set by the panel: called on the UI thread with every desk event.
         self.on_event: Callable[[ev.Event], None] = lambda event: None
-        #: Set by the panel: called on the UI thread with each command's outcome.
-        self.on_done: Callable[[str, Outcome], None] = lambda name, outcome: None
         self._queue: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0  # handed to `post`, not yet run on the UI thread
@@ -102,12 +100,9 @@ class DeskFrontend:
             if name:
                 log.info("touch: %s", name)
             try:
-                outcome = command()
-            except Exception:  # the desk reports refusals itself; this would be a bug
+                command()  # a refusal comes back as the desk's ActionFailed event, like every change
+            except Exception:  # this would be a bug
                 log.exception("touch %s: desk command failed", name)
-                continue
-            if isinstance(outcome, Outcome):
-                self._deliver(lambda name=name, outcome=outcome: self.on_done(name, outcome))
 
     def wait_commands(self, timeout: float = 10.0) -> bool:
         """Wait until every queued command has run (tests); True when done."""

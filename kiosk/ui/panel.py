@@ -18,7 +18,6 @@ from kivy.uix.label import Label
 from kivy.uix.togglebutton import ToggleButton
 
 from kiosk import events as ev
-from kiosk.desk import Outcome
 from kiosk.profile import Profile
 
 from .frontend import DIAL_CHARS, NUMBER_ACTIONS, DeskFrontend
@@ -114,7 +113,6 @@ class Panel(BoxLayout):
     def start(self) -> None:
         """Follow the desk: draw its snapshot, then its events; listen to a hardware keyboard."""
         self.frontend.on_event = self.on_event
-        self.frontend.on_done = self.on_done
         self._load(self.frontend.start())
         Window.bind(on_key_down=self.on_key_down)
 
@@ -128,7 +126,7 @@ class Panel(BoxLayout):
         for row_id in [r for r in self.table.rows if r not in calls]:  # ended while the unit was away
             self.table.remove(row_id)
         self.table.load(snap["calls"], snap["selection"])
-        self._show_mute(bool(snap.get("muted", getattr(self.frontend.desk, "muted", False))))
+        self._show_mute(bool(snap["muted"]))
 
     def close(self) -> None:
         Window.unbind(on_key_down=self.on_key_down)
@@ -182,10 +180,6 @@ class Panel(BoxLayout):
                 self.popup.dismiss()
             self.show_status(self._link_lost, ALERT_COLOR)
             self._status_clear.cancel()  # stays until the unit is back
-
-    def on_done(self, name: str, outcome: Outcome) -> None:
-        if name == "mute" and outcome.ok:
-            self._show_mute(bool(outcome.data.get("muted")))
 
     # --- showing ---------------------------------------------------------------
 
