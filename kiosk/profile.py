@@ -885,6 +885,16 @@ class _Builder:
             hosts.append(host)
         return tuple(hosts)
 
+    def unique_id(self, e: Mapping[str, Any], prefix: str, example: str, seen: dict[str, str], what: str) -> Any:
+        """The entry's `id`, checked, and not one an earlier entry in `seen` (id -> prefix) already has."""
+        ident = self.ident(e, prefix, example)
+        if ident is not _BAD:
+            if ident in seen:
+                self.problem(f"{prefix}.id", f"{ident!r} is already the id of {seen[ident]}; give each {what} its own id")
+            else:
+                seen[ident] = prefix
+        return ident
+
     def lines(self, entries: list[tuple[str, Mapping[str, Any]]]) -> list[Line]:
         if not entries and "line" not in self.suggested:
             self.problem(
@@ -894,12 +904,7 @@ class _Builder:
         seen: dict[str, str] = {}
         lines = []
         for prefix, e in entries:
-            line_id = self.ident(e, prefix, "desk")
-            if line_id is not _BAD:
-                if line_id in seen:
-                    self.problem(f"{prefix}.id", f"{line_id!r} is already the id of {seen[line_id]}; give each line its own id")
-                else:
-                    seen[line_id] = prefix
+            line_id = self.unique_id(e, prefix, "desk", seen, "line")
             label = self.text(e, prefix, "label", '"Line 1001"', required=True)
             uri = self.sip_uri(e, prefix, "uri", "sip:1001@pbx.example.org", user=True, required=True)
             registrar = self.sip_uri(e, prefix, "registrar", "sip:pbx.example.org:5060", user=False, required=True)
@@ -975,12 +980,7 @@ class _Builder:
         seen: dict[str, str] = {}
         routes = []
         for prefix, e in entries:
-            route_id = self.ident(e, prefix, "internal")
-            if route_id is not _BAD:
-                if route_id in seen:
-                    self.problem(f"{prefix}.id", f"{route_id!r} is already the id of {seen[route_id]}; give each route its own id")
-                else:
-                    seen[route_id] = prefix
+            route_id = self.unique_id(e, prefix, "internal", seen, "route")
             label = self.text(e, prefix, "label", '"Internal"', required=True)
             line = self.text(e, prefix, "line", f'"{line_ids[0] if line_ids else "desk"}"', required=True)
             if line is not _BAD and line not in line_ids and len(line_ids) == len(lines):
