@@ -126,6 +126,10 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # SIGHUP's default action ends the process and every call with it; until the
+    # unit reloads its profile on it, a stray hang-up signal is noted and ignored.
+    signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP received and ignored: the unit goes on "
+                                                        "(a profile reload is not implemented; restart the unit)"))
     try:
         desk.start()
     except AgentError as exc:

@@ -34,6 +34,8 @@ from .media import Media
 log = logging.getLogger("kiosk.agent")
 
 POLL_MS = 20
+#: How often the agent's periodic work runs.
+PERIODIC_S = 0.25
 STOP = object()
 
 
@@ -100,6 +102,10 @@ class PjAgent:
         self.lines: Lines | None = None
         self.media: Media | None = None
         self.local_audio: LocalBridge | None = None  # the headset bridge, when the profile names a device
+        # Work run on the agent thread about every PERIODIC_S (keep-alives, media
+        # watchdogs); each gets the monotonic time and must return quickly.
+        self.periodic: list[Callable[[float], None]] = []
+        self._next_periodic = 0.0
 
     # --- the desk's side ---------------------------------------------------
 
@@ -247,6 +253,16 @@ class PjAgent:
                     log.exception("deferred job failed")
             if self.calls.graveyard and not self.deferred:
                 self.calls.bury()
+            now = time.monotonic()
+            if self.periodic and now >= self._next_periodic:
+                self._next_periodic = now + PERIODIC_S
+                for tick in list(self.periodic):
+                    try:
+                        tick(now)
+                    except pj.Error as exc:
+                        log.warning("periodic job failed: %s", _pj_reason(exc))
+                    except Exception:
+                        log.exception("periodic job failed")
             while True:
                 try:
                     item = self._queue.get_nowait()
