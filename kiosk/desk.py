@@ -41,6 +41,14 @@ class AgentError(Exception):
     """The agent could not do what was asked; str() is for the operator."""
 
 
+class CallGone(AgentError):
+    """The agent has no such call (any more): the desk's row for it is stale."""
+
+    def __init__(self, call: int) -> None:
+        super().__init__(f"call {call} has ended")
+        self.call = call
+
+
 class Agent(Protocol):
     """What the desk needs from a SIP agent. Every call returns at once; the
     Future resolves when the agent thread has done (or refused) the request."""
@@ -197,10 +205,22 @@ class Desk:
             self._changed_cv.notify_all()
             self._emit(ev.RowChanged(row.as_json()))
 
-    def _wait(self, action: str, fut: Future[None], row_id: int | None = None) -> Outcome | None:
-        """Wait (without the lock) for the agent; None when it succeeded."""
+    def _wait(self, action: str, fut: Future[None], row_id: int | None = None,
+              gone_ok: bool = False) -> Outcome | None:
+        """Wait (without the lock) for the agent; None when it succeeded.
+
+        `gone_ok`: a call the agent no longer has is not a failure of this step
+        (holding the other calls before a dial): its row goes, nothing is refused.
+        """
         try:
             fut.result(timeout=AGENT_TIMEOUT)
+        except CallGone as exc:
+            # The SIP side is done with that call although no end reached us:
+            # drop the row, or it would be a ghost that refuses every action.
+            self._drop(exc.call, "the call had already ended")
+            if gone_ok:
+                return Outcome(False, str(exc), {"gone": exc.call})
+            return self._refuse(action, str(exc), row_id)
         except AgentError as exc:
             return self._refuse(action, str(exc), row_id)
         except TimeoutError:
@@ -392,7 +412,9 @@ class Desk:
                       if r.id != keep and r.id not in spared and r.up and not r.local_hold]
         held: list[int] = []
         for other in others:
-            failed = self._wait(action, self.agent.hold(other), other)
+            failed = self._wait(action, self.agent.hold(other), other, gone_ok=True)
+            if failed and failed.data.get("gone") == other:
+                continue  # it had ended: nothing to hold
             if failed:
                 self._give_back(held)
                 return failed

@@ -375,7 +375,7 @@ EXAMPLES: list[tuple[str, str, tuple[str, str] | None]] = [
     # --- the SIP agent (pjsua2 is not loaded here: its words are checked in its source)
     ("the SIP agent is not running", "SIP-агент не запущен", ("kiosk/agent/thread.py", '"the SIP agent is not running"')),
     ("internal error: boom", "внутренняя ошибка: boom", ("kiosk/agent/thread.py", 'f"internal error: {exc}"')),
-    ("call 3 has ended", "вызов 3 уже завершён", ("kiosk/agent/thread.py", 'f"call {call_id} has ended"')),
+    ("call 3 has ended", "вызов 3 уже завершён", ("kiosk/desk.py", 'f"call {call} has ended"')),
     ("cannot call sip:9@x: this unit handles at most 4 calls",
      "не удалось позвонить на sip:9@x: не больше 4 вызовов на этом аппарате",
      ("kiosk/agent/thread.py", 'f"cannot call {uri}: {_pj_reason(exc)}"')),

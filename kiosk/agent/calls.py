@@ -4,10 +4,19 @@ Dropping the last Python reference to a live pjsua2 Call hangs it up silently
 (BYE, no DISCONNECTED callback: measured), so every call stays in the registry
 until its DISCONNECTED callback, and is removed from it on the next turn of the
 agent loop, never inside the callback itself.
+
+The other way round is as dangerous: pjsua gives an ended call's slot to the
+next call at once, but the C++ object behind a KCall keeps the slot number and,
+when it is finally destroyed, hangs up whatever call holds that slot now and
+unhooks its callbacks (pjproject issue #3856: a ghost row, a far end that got a
+BYE). So a KCall never dies while its slot belongs to another call, nor on a
+thread pjsua has not seen: `KCall.__del__` resurrects it into the registry's
+zombies, which the agent thread releases once the slot is free again.
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import re
@@ -84,15 +93,42 @@ class KCall(pj.Call):
         self.hold_sent = 0.0  # when our hold re-INVITE went out; 0 when none is pending
         self.unhold_wanted = False  # connect asked while that hold was still out
         self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
+        self.sip_call_id = ""  # the dialog's Call-ID: tells our call from another one in the same slot
+        self.lost_since = 0.0  # when the audit first found pjsua no longer has this call
+
+    def __del__(self) -> None:
+        """Die only on the agent thread and only while no other call holds our slot (see module doc).
+
+        Otherwise the object resurrects itself into the zombies; Python runs a
+        finaliser once, so the later release frees it without coming back here.
+        """
+        agent = self.__dict__.get("agent")
+        if agent is None:
+            return
+        try:
+            safe = agent.on_agent_thread() and not (self.ended and self.isActive())
+        except Exception:
+            safe = False
+        if not safe:
+            agent.calls.zombies.append(self)
+
+    def slot_taken(self) -> bool:
+        """Whether pjsua's slot of this ended call now belongs to another call."""
+        return self.isActive()
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
 
     def onCallState(self, prm: "pj.OnCallStateParam") -> None:
         info = self.getInfo()
         state = _STATES.get(info.state, "dialling")
+        if not self.sip_call_id:
+            self.sip_call_id = info.callIdString
         if state == "ended":
             self.ended = True
-            self.agent.deferred.append(lambda: self.agent.calls.remove(self.id))
+            # By row id, not by a closure over self: a deferred job keeping the
+            # object alive would let pjsua reuse its slot first.
+            row_id = self.id
+            self.agent.deferred.append(lambda: self.agent.calls.remove(row_id))
             if self.agent.media:
                 self.agent.media.forget(self)
         log.info("call %d: %s %s %s", self.id, info.stateText, info.lastStatusCode, info.lastReason)
@@ -120,7 +156,7 @@ class KCall(pj.Call):
         self.hold_sent = 0.0  # the offer/answer is over: local_hold now tells the truth
         if self.unhold_wanted:
             self.unhold_wanted = False
-            self.agent.deferred.append(self.unhold_now)
+            self.agent.defer_call(self, KCall.unhold_now)
         # Every re-INVITE tears down the call's bridge connections: wire them again.
         if self.agent.media:
             self.agent.media.rewire(self)
@@ -220,6 +256,9 @@ class CallRegistry:
     def __init__(self) -> None:
         self._calls: dict[int, KCall] = {}
         self.graveyard: list[KCall] = []
+        # Ended calls whose release had to wait (another call has their slot, or
+        # the last reference went on a foreign thread); appended from any thread.
+        self.zombies: collections.deque[KCall] = collections.deque()
 
     def add(self, call: KCall) -> None:
         self._calls[call.id] = call
@@ -238,8 +277,20 @@ class CallRegistry:
         if self.graveyard:
             left = [weakref.ref(c) for c in self.graveyard]
             self.graveyard.clear()
-            if any(r() is not None for r in left):  # only a cycle keeps one alive: collect it here
-                gc.collect()
+            if any(r() is not None and r() not in self.zombies for r in left):
+                gc.collect()  # only a cycle keeps one alive: collect it here
+
+    def release_zombies(self, force: bool = False) -> None:
+        """Free the zombies whose slot is free again (all of them when `force`: at shutdown)."""
+        for _ in range(len(self.zombies)):
+            call = self.zombies.popleft()
+            try:
+                busy = not force and call.slot_taken()
+            except Exception:
+                busy = False
+            if busy:
+                self.zombies.append(call)
+            del call  # the last reference: pjsua2's destructor runs here, on the agent thread
 
     def all(self) -> list[KCall]:
         return list(self._calls.values())
@@ -251,3 +302,4 @@ class CallRegistry:
         self._calls.clear()
         self.graveyard.clear()
         gc.collect()
+        self.release_zombies(force=True)

@@ -17,13 +17,14 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
 import pjsua2 as pj
 
 from .. import events as ev
-from ..desk import AgentError
+from ..desk import AgentError, CallGone
 from ..profile import MAX_CALLS, Profile
 from .calls import CallRegistry, KCall
 from .lines import Lines
@@ -36,6 +37,9 @@ log = logging.getLogger("kiosk.agent")
 POLL_MS = 20
 #: How often the agent's periodic work runs.
 PERIODIC_S = 0.25
+#: How often every call is checked against pjsua's own table, and how long a lost one may stay.
+AUDIT_S = 2.0
+AUDIT_GRACE_S = 1.5
 STOP = object()
 
 
@@ -106,6 +110,7 @@ class PjAgent:
         # watchdogs); each gets the monotonic time and must return quickly.
         self.periodic: list[Callable[[float], None]] = []
         self._next_periodic = 0.0
+        self._next_audit = 0.0
 
     # --- the desk's side ---------------------------------------------------
 
@@ -139,6 +144,25 @@ class PjAgent:
         self._queue.put((fut, fn, args))
         self._wake()
         return fut
+
+    def on_agent_thread(self) -> bool:
+        """Whether the caller is the thread that owns pjsua2 (and pjsua2 is still up)."""
+        return self.ep is not None and threading.current_thread() is self._thread
+
+    def defer_call(self, call: KCall, method: Callable[[KCall], None]) -> None:
+        """Run method(call) on the next turn of the loop, unless the call is gone by then.
+
+        The job holds the call weakly: a queued job must never be what keeps an
+        ended call's object alive (see `kiosk.agent.calls`).
+        """
+        ref = weakref.ref(call)
+
+        def job() -> None:
+            target = ref()
+            if target is not None and not target.ended:
+                method(target)
+
+        self.deferred.append(job)
 
     def _wake(self) -> None:
         try:
@@ -237,6 +261,7 @@ class PjAgent:
             self.local_audio = start_local_audio(self, self.profile.audio.device)
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
+        self.periodic.append(self._audit_calls)
 
     def _loop(self) -> None:
         assert self.ep is not None
@@ -251,8 +276,13 @@ class PjAgent:
                     log.warning("deferred job failed: %s", _pj_reason(exc))
                 except Exception:
                     log.exception("deferred job failed")
+                # A job may close over a call: a local left holding it would keep
+                # the ended call's object alive until the next job (ghost calls).
+                del job
             if self.calls.graveyard and not self.deferred:
                 self.calls.bury()
+            if self.calls.zombies:
+                self.calls.release_zombies()
             now = time.monotonic()
             if self.periodic and now >= self._next_periodic:
                 self._next_periodic = now + PERIODIC_S
@@ -283,6 +313,7 @@ class PjAgent:
                 except Exception as exc:
                     log.exception("agent request failed")
                     fut.set_exception(AgentError(f"internal error: {exc}"))
+                del item, fut, fn, args  # nothing of a request outlives it (see above)
 
     def _shutdown(self) -> None:
         """Hang up everything, let the BYEs go out, release pjsua2 objects, destroy."""
@@ -328,6 +359,7 @@ class PjAgent:
                 self.deferred.pop(0)()
             except Exception:
                 log.exception("deferred job failed")
+        self.calls.release_zombies()
 
     def _destroy(self) -> None:
         if self.local_audio is not None:  # the port must be gone before libDestroy
@@ -343,6 +375,38 @@ class PjAgent:
             except pj.Error as exc:
                 log.warning("libDestroy: %s", _pj_reason(exc))
 
+    def _audit_calls(self, now: float) -> None:
+        """End, for the desk, calls that pjsua no longer has although it never said so.
+
+        A call whose slot is free, or held by a dialog with another Call-ID,
+        will never report again: without this its row would stay for good.
+        Two looks AUDIT_GRACE_S apart, so a call between two callbacks is not taken for lost.
+        """
+        if now < self._next_audit:
+            return
+        self._next_audit = now + AUDIT_S
+        for call in self.calls.active():
+            try:
+                lost = not call.isActive() or bool(
+                    call.sip_call_id and call.getInfo().callIdString != call.sip_call_id)
+            except pj.Error:
+                lost = True
+            if not lost:
+                call.lost_since = 0.0
+                continue
+            if not call.lost_since:
+                call.lost_since = now
+                continue
+            if now - call.lost_since < AUDIT_GRACE_S:
+                continue
+            log.error("call %d: gone from pjsua without a DISCONNECTED report: ending its row", call.id)
+            call.ended = True
+            if self.media:
+                self.media.forget(call)
+            self.calls.remove(call.id)
+            if not call.silent:
+                self.emit(ev.CallProgress(call.id, "ended", 0, "the call was lost by the SIP stack"))
+
     def emit(self, event: ev.Event) -> None:
         """Hand an event to the desk (we are on the agent thread)."""
         try:
@@ -355,7 +419,7 @@ class PjAgent:
     def _call(self, call_id: int) -> KCall:
         call = self.calls.get(call_id)
         if call is None:
-            raise AgentError(f"call {call_id} has ended")
+            raise CallGone(call_id)
         return call
 
     def _with_call(self, call_id: int, fn: Callable[[KCall], None]) -> None:
@@ -374,6 +438,10 @@ class PjAgent:
         except pj.Error as exc:
             self.calls.remove(call_id)
             raise AgentError(f"cannot call {uri}: {_pj_reason(exc)}") from None
+        try:
+            call.sip_call_id = call.getInfo().callIdString
+        except pj.Error:
+            pass  # ended at once: its DISCONNECTED state is on its way
 
     def _replaces(self, call_id: int, target_id: int) -> None:
         call, target = self._call(call_id), self._call(target_id)
