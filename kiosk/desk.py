@@ -12,6 +12,7 @@ for the agent, so the agent thread can always deliver its events.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -35,6 +36,8 @@ TRANSFER_TIMEOUT = 30.0
 CONSULT_RELEASE = 5.0
 #: How long `pickup` waits for the intercepted call to be answered.
 PICKUP_TIMEOUT = 8.0
+#: How long a failed pickup waits for its own call to go before it gives back the held calls.
+PICKUP_RELEASE = 2.0
 
 
 class AgentError(Exception):
@@ -128,8 +131,21 @@ class Outcome:
         return cls(False, reason)
 
 
+class _FromField(str):
+    """A number taken from the Number field (not given with the action): consumed when used."""
+
+
+#: How many refusals and alerts the desk keeps for the operator to read again.
+NOTICES = 20
+
+
 class Desk:
-    """The call-control panel of one unit."""
+    """The call-control panel of one unit.
+
+    The Number field is consumed by the action that uses it, as a desk phone
+    clears its dial field after Call: a transfer, conference or pickup can
+    only reach a number entered for it, never the one left from the last call.
+    """
 
     def __init__(self, profile: Profile, agent: Agent) -> None:
         self.profile = profile
@@ -157,6 +173,9 @@ class Desk:
         self._changed_cv = threading.Condition(self._lock)
         self._listeners: list[Callable[[ev.Event], None]] = []
         self.muted = False  # the operator's microphone (the agent mutes the headset)
+        # The last refusals, alerts and failed calls, newest last, so that a reason
+        # replaced on the status line can still be read (`calls` -> "notices").
+        self.notices: collections.deque[dict[str, Any]] = collections.deque(maxlen=NOTICES)
         # Files, sidecars, free space and retention; reads the profile at each use
         # because a profile may be swapped for the last good one.
         self.recording_files = Recordings(lambda: self.profile.recording, lambda: self.profile.operator.name,
@@ -197,8 +216,13 @@ class Desk:
 
     def _refuse(self, action: str, reason: str, row_id: int | None = None) -> Outcome:
         log.info("refused %s: %s", action, reason)
+        self._notice(action, reason, row_id)
         self._emit(ev.ActionFailed(action, reason, row_id))
         return Outcome.refuse(reason)
+
+    def _notice(self, action: str, reason: str, row_id: int | None = None) -> None:
+        with self._lock:
+            self.notices.append({"time": round(time.time(), 3), "action": action, "reason": reason, "row": row_id})
 
     def _changed(self, row: Row) -> None:
         with self._changed_cv:
@@ -249,6 +273,7 @@ class Desk:
                 "calls": [row.as_json() for row in self.rows.values()],
                 "selection": list(self.selection),
                 "muted": self.muted,
+                "notices": list(self.notices),
             }
 
     def selected(self) -> list[Row]:
@@ -313,11 +338,25 @@ class Desk:
 
     def _number(self, action: str, number: str | None) -> str | Outcome:
         """The number given with the action, else the Number field, else ask for it."""
-        number = (number or "").strip() or self.number
-        if not number:
+        given = (number or "").strip()
+        if given:
+            return given
+        with self._lock:
+            field_value = self.number
+        if not field_value:
             self._emit(ev.NumberRequired(action))
             return self._refuse(action, f"number required for {action}")
-        return number
+        return _FromField(field_value)
+
+    def _consume(self, number: str) -> None:
+        """The action that took its number from the Number field has used it: clear the field."""
+        if not isinstance(number, _FromField):
+            return
+        with self._lock:
+            if self.number != number:
+                return  # edited meanwhile: that is a new number
+            self.number = ""
+            self._emit(ev.ParamsChanged(self.line, self.number, self.route))
 
     def target_uri(self, number: str, line_id: str, route_id: str | None) -> str:
         """The SIP URI a number is dialled as on a line, with the route's prefix."""
@@ -341,7 +380,10 @@ class Desk:
         with self._lock:
             route_id = self.route or None
             line_id = self.profile.route(route_id).line if route_id else self.line
-        return self._dial_on(action, got, line_id, route_id)
+        out = self._dial_on(action, got, line_id, route_id)
+        if out.ok:
+            self._consume(got)
+        return out
 
     def answer(self) -> Outcome:
         """Answer the selected ringing call."""
@@ -457,6 +499,7 @@ class Desk:
                     row.note = f"transfer not sent: {failed.reason}"
                     self._changed(row)
             return failed
+        self._consume(got)
         self._arm_transfer_timeout(row.id)
         return Outcome(True, data={"row": row.id, "to": uri})
 
@@ -482,6 +525,8 @@ class Desk:
                 return failed
         out = self._dial_on(action, got, row.line, None,
                             created=lambda consult: self.consults.__setitem__(consult, row.id))
+        if out.ok:
+            self._consume(got)
         if not out.ok:
             with self._lock:
                 if row.id in self.rows:
@@ -623,11 +668,12 @@ class Desk:
         if not out.ok:
             self._give_back(held)
             return out
+        self._consume(got)
         return Outcome(True, data={"row": out.data["row"], "held": row.id,
                                    "next": "press conference again when the party answers"})
 
     def _give_back(self, ids: list[int]) -> None:
-        """Take calls held for a conference step that then failed off hold again (best effort)."""
+        """Take calls held for a step that then failed (consult, conference, pickup) off hold again (best effort)."""
         for rid in ids:
             try:
                 self.agent.unhold(rid).result(timeout=AGENT_TIMEOUT)
@@ -680,19 +726,52 @@ class Desk:
             return got
         if got.startswith(("sip:", "sips:")) or "@" in got:
             return self._refuse(action, f"pickup needs an internal number, not {got!r}")
-        out = self._dial_on(action, self.profile.pickup.prefix + got, self.line, None, note=f"pickup of {got}")
+        with self._lock:
+            before = list(self.selection)
+        held: list[int] = []
+        out = self._dial_on(action, self.profile.pickup.prefix + got, self.line, None, note=f"pickup of {got}",
+                            held_out=held)
         if not out.ok:
             return out
+        self._consume(got)
         row_id = out.data["row"]
         waited = self._await_row(row_id, ("talking",), PICKUP_TIMEOUT)
         if waited is None:
             if row_id in self.rows:  # still ringing somewhere: do not leave it running
                 self.agent.hangup(row_id)
+                self._await_gone(row_id, PICKUP_RELEASE)
             reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
+            # Nothing was picked up: the calls held for it come back, and so does the selection.
+            self._give_back(held)
+            self._restore_selection(before, row_id)
             # The server's own words: 404 "Nothing ringing", or e.g. 420 from a
             # caller that cannot be picked up (its call goes on ringing there).
+            # Said last, so that nothing the give-back causes replaces it on the screen.
             return self._refuse(action, f"cannot pick up the call ringing on {got}: {reason}")
         return Outcome(True, data={"row": row_id, "remote": waited.remote})
+
+    def _await_gone(self, row_id: int, timeout: float) -> bool:
+        """Wait until the row has left the table."""
+        deadline = time.monotonic() + timeout
+        with self._changed_cv:
+            while row_id in self.rows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed_cv.wait(left)
+        return True
+
+    def _restore_selection(self, ids: list[int], failed_row: int) -> None:
+        """The selection as it was before a step that failed, unless the operator chose otherwise meanwhile."""
+        with self._lock:
+            if self.selection not in ([], [failed_row]):
+                return  # the operator selected something else meanwhile
+            keep = [r for r in ids if r in self.rows]
+            if keep == self.selection:
+                return
+            self.selection = keep
+            self.selection_lost = False
+            self._emit(ev.SelectionChanged(tuple(self.selection)))
 
     def record(self, action: str) -> Outcome:
         """Start or stop recording the selected call."""
@@ -793,8 +872,9 @@ class Desk:
         self.agent.record(row_id, None).add_done_callback(done)
 
     def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
-                 note: str = "", created: Callable[[int], None] | None = None) -> Outcome:
-        """Place a call for an action other than Call itself (consult, conference, pickup)."""
+                 note: str = "", created: Callable[[int], None] | None = None,
+                 held_out: list[int] | None = None) -> Outcome:
+        """Place a call (Call itself, consult, conference, pickup); `held_out` gets the calls it held."""
         with self._lock:
             if not self.registered[line_id].registered:
                 return self._refuse(action, f"line {line_id} is not registered ({self.registered[line_id].reason})")
@@ -822,6 +902,8 @@ class Desk:
             self._drop(row.id, failed.reason)
             self._give_back(held)
             return failed
+        if held_out is not None:
+            held_out.extend(held)
         return Outcome(True, data={"row": row.id, "uri": uri})
 
     def _await_row(self, row_id: int, states: tuple[str, ...], timeout: float) -> Row | None:
@@ -868,6 +950,7 @@ class Desk:
                 self._transfer_progress(event)
             elif isinstance(event, ev.Alert):
                 log.warning("alert: %s", event.message)
+                self._notice("alert", event.message)
                 self._emit(event)
 
     def _progress(self, event: ev.CallProgress) -> None:
@@ -878,7 +961,14 @@ class Desk:
             row.remote = event.remote
         if event.state == "ended":
             reason = f"{event.code} {event.reason}".strip() if event.code else event.reason
+            failed = row.direction == "out" and row.answered is None and (event.code >= 300 or not event.code) \
+                and event.code != 487  # 487: we cancelled it ourselves
             self._drop(row.id, reason)
+            if failed:
+                # A call that reached nobody says why where the operator looks, and stays readable.
+                message = f"call {row.id} to {row.remote} failed: {reason or 'no reason given'}"
+                self._notice("dial", message, row.id)
+                self._emit(ev.Alert(message))
             return
         if event.state == "talking" and row.answered is None:
             row.answered = time.time()
