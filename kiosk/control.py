@@ -5,12 +5,26 @@ buttons), for automation and CTI integration. Like the others it only
 translates: a request line becomes one call of a desk command method, and the
 desk's `Outcome` becomes one reply line. It knows no call rules and no SIP.
 
-Threads: `socketserver` gives every connection its own daemon thread, so the
-desk commands run on those threads (the desk is built for that). Desk events
-arrive on whatever thread caused them, often the agent thread with the desk
-lock held; the listener for an `events` stream therefore only puts the event
-into a bounded queue, and the connection's own thread writes it out. A client
-that reads too slowly is dropped rather than allowed to stall the desk.
+Threads: one asyncio loop, on the `kiosk-control` thread, owns every
+connection: it accepts, reads requests, writes replies and event streams and
+closes idle connections, so a thousand idle clients cost a thousand sockets,
+not a thousand threads. The loop never runs a desk command itself, since one
+may wait seconds for the SIP agent: those run on a pool of WORKERS threads, and
+the commands that only read or set the desk's table (`calls`, `select`, `set`)
+on one more thread of their own, so that they answer at once even while every
+agent worker waits. A connection has at most one command running; its next
+request is read when that one is answered. Desk events arrive on whatever
+thread caused them, often the agent thread with the desk lock held; the
+listener for an `events` stream therefore only puts the event into a bounded
+queue and wakes the loop, which writes it out. A client that reads too slowly
+is dropped rather than allowed to stall the desk.
+
+Limits (module constants; the last three also ControlServer arguments): the
+kernel queues BACKLOG connections not yet accepted (a client finding even that
+full retries for CONNECT_WAIT s); at most MAX_CLIENTS connections are served at
+once, and one more gets a one-line error naming the cap and is closed; a
+connection that sends no request for IDLE_TIMEOUT s (or does not read its reply
+for that long) gets a one-line error and is closed, an `events` stream never.
 
 Protocol, one JSON object per line in each direction:
 
@@ -30,12 +44,11 @@ import json
 import logging
 import os
 import queue
-import select
 import socket
-import socketserver
 import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -51,8 +64,20 @@ log = logging.getLogger("kiosk.control")
 MAX_LINE = 64 * 1024
 #: Desk events buffered per `events` client before it counts as too slow and is dropped.
 EVENT_QUEUE = 1000
-#: How often an idle `events` stream checks whether its client went away or the server stops.
-POLL = 0.2
+#: The listen backlog: connections the kernel holds until the loop accepts them. The loop
+#: accepts at once, so this only has to absorb a burst of clients connecting together.
+BACKLOG = 128
+#: How long a client retries while the backlog is full (EAGAIN) before it says the unit is busy.
+CONNECT_WAIT = 5.0
+#: The most connections served at once, event streams included. Each costs the unit a file
+#: descriptor, its kernel buffers and a few KB here; under systemd the unit's soft limit is
+#: 1024 open files, which the SIP agent, audio and recordings need too.
+MAX_CLIENTS = 256
+#: A connection that sends no request for this long (seconds) is told so and closed, and so is
+#: one that does not read its reply for this long. An `events` stream is never idle.
+IDLE_TIMEOUT = 60.0
+#: Threads running desk commands that may wait for the SIP agent; more requests queue for them.
+WORKERS = 4
 #: How long the client side waits for a reply. Longer than the slowest desk command
 #: takes on a slow agent (a connect that holds three calls first waits for the agent
 #: four times, a pickup waits for the answer), so that shows up as the desk's refusal
@@ -92,6 +117,9 @@ class Command:
     method: str
     args: tuple[Arg, ...] = ()
     help: str = ""
+    #: Only reads or sets the desk's table, never waits for the SIP agent: runs on the
+    #: server's own worker for these, so it is not queued behind commands that do.
+    quick: bool = False
 
 
 def _is_str(value: Any) -> bool:
@@ -110,12 +138,12 @@ def _number(required: bool = False) -> Arg:
 #: Every command the socket knows. A later desk command is one more row here; when the
 #: desk does not have the method yet the request is refused, not crashed on.
 COMMANDS: dict[str, Command] = {
-    "calls": Command("snapshot", help="the whole panel: parameters, lines, call rows, selection"),
+    "calls": Command("snapshot", help="the whole panel: parameters, lines, call rows, selection", quick=True),
     "select": Command("select", (Arg("rows", "a list of row numbers", _is_row_list, True, "row_ids"),),
-                      help="select call rows (an empty list clears the selection)"),
+                      help="select call rows (an empty list clears the selection)", quick=True),
     "set": Command("set", (Arg("name", "a string", _is_str, True, choices=("line", "number", "route")),
                            Arg("value", "a string", _is_str, True)),
-                   help="set the Line, Number or Route parameter"),
+                   help="set the Line, Number or Route parameter", quick=True),
     "dial": Command("dial", (_number(),), help="call Number (or the given number) on the chosen Line and Route"),
     "answer": Command("answer", help="answer the selected ringing call"),
     "hangup": Command("hangup", help="hang up, reject or cancel the selected call"),
@@ -220,98 +248,262 @@ def _encode(obj: dict[str, Any]) -> bytes:
 
 
 # --- the server ----------------------------------------------------------------------
+#
+# asyncio is imported where it is used, not at the top: `kiosk ctl` is a client and
+# imports this module too, and asyncio would about double what it loads.
 
 
-class _LineTooLong(Exception):
-    pass
+class _TooLong:
+    """What `_Lines.pop` gives for an over-long line, once per such line."""
 
 
-class _LineReader:
-    """Reads newline-terminated lines from a socket, refusing (and skipping) over-long ones."""
+_TOO_LONG = _TooLong()
 
-    def __init__(self, sock: socket.socket, limit: int = MAX_LINE) -> None:
-        self.sock = sock
+
+class _Lines:
+    """Splits what a client sent into newline-terminated lines, refusing (and skipping) over-long ones.
+
+    It does no I/O: the connection feeds it what it reads.
+    """
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
         self.limit = limit
         self.buf = bytearray()
         self.skipping = False  # inside an over-long line already reported
 
-    def next(self) -> bytes | None:
-        """The next line without its newline; None at end of input; _LineTooLong once per long line."""
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+
+    def pop(self) -> bytes | _TooLong | None:
+        """The next line without its newline, _TOO_LONG once per long line, or None: read more first."""
         while True:
             nl = self.buf.find(b"\n")
             if self.skipping:
-                if nl >= 0:
-                    del self.buf[: nl + 1]
-                    self.skipping = False
-                    continue
-                self.buf.clear()
-            elif nl >= 0:
+                if nl < 0:
+                    self.buf.clear()
+                    return None
+                del self.buf[: nl + 1]
+                self.skipping = False
+                continue
+            if nl >= 0:
                 line = bytes(self.buf[:nl])
                 del self.buf[: nl + 1]
-                if len(line) > self.limit:
-                    raise _LineTooLong
-                return line
-            elif len(self.buf) > self.limit:
+                return _TOO_LONG if len(line) > self.limit else line
+            if len(self.buf) > self.limit:
                 # Say so now rather than at the newline: a client that never sends one still gets an answer.
                 self.buf.clear()
                 self.skipping = True
-                raise _LineTooLong
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                if self.buf and not self.skipping:
-                    line = bytes(self.buf)
-                    self.buf.clear()
-                    return line
-                return None
-            self.buf += chunk
+                return _TOO_LONG
+            return None
+
+    def rest(self) -> bytes | None:
+        """At the end of input: the last line when it had no newline, else None."""
+        if not self.buf or self.skipping:
+            return None
+        line = bytes(self.buf)
+        self.buf.clear()
+        return line
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    """One client connection: request/reply lines until it asks for `events` or closes."""
+class _Server:
+    """One start() of a ControlServer: the listening socket, the loop thread and the worker pools."""
 
-    server: "_Server"
-    request: socket.socket
+    def __init__(self, path: Path, desk: Desk, queue_size: int, idle_timeout: float | None,
+                 max_clients: int, workers: int) -> None:
+        self.path = path
+        self.desk = desk
+        self.queue_size = queue_size
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self.workers = workers
+        self.inode: int | None = None
+        self.clients: set[Any] = set()  # the admitted connections' StreamWriters; only the loop touches it
+        self.stopping = False
+        self.refusing = False  # at the cap: said once in the log, not once per refused client
+        self.loop: Any = None
+        self.thread: threading.Thread | None = None
+        self.server: Any = None
+        self.pool: Any = None  # desk commands, which may wait for the SIP agent
+        self.quick: Any = None  # the table-only commands, so they never queue behind those
 
-    def setup(self) -> None:
-        self.server.track(self.request, True)
+    # --- start and stop, on the caller's thread ---------------------------------------
 
-    def finish(self) -> None:
-        self.server.track(self.request, False)
+    def start(self) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
 
-    def handle(self) -> None:
-        reader = _LineReader(self.request)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = False
         try:
-            while not self.server.stopping.is_set():
+            sock.bind(str(self.path))
+            bound = True
+            # Before listen(): until then a connect() is refused, so nobody gets in under the umask's mode.
+            os.chmod(self.path, 0o660)
+            self.inode = os.stat(self.path).st_ino
+            sock.listen(BACKLOG)  # now, so that a client right after start() is queued, not refused
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kiosk-control-desk")
+            self.quick = ThreadPoolExecutor(1, thread_name_prefix="kiosk-control-read")
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, name="kiosk-control", daemon=True)
+            self.thread.start()
+            asyncio.run_coroutine_threadsafe(self._listen(sock), self.loop).result(timeout=10)
+        except BaseException:
+            sock.close()
+            self._end_loop()
+            if bound:
+                self.path.unlink(missing_ok=True)
+            raise
+
+    def stop(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
+        except Exception as exc:  # a wedged loop must not keep the unit from stopping
+            log.warning("control: closing the connections failed: %r", exc)
+        self._end_loop()
+
+    def _end_loop(self) -> None:
+        if self.loop is not None and self.thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            if not self.thread.is_alive():
+                self.loop.close()
+        elif self.loop is not None:  # start() failed before the thread ran it
+            self.loop.close()
+        # A desk command still waiting for the agent finishes on its worker (the desk bounds that
+        # wait); its reply has nowhere to go any more.
+        for pool in (self.pool, self.quick):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- on the loop thread --------------------------------------------------------------
+
+    async def _listen(self, sock: socket.socket) -> None:
+        import asyncio
+
+        self.server = await asyncio.start_unix_server(self._connection, sock=sock, backlog=BACKLOG)
+
+    async def _close(self) -> None:
+        """Stop accepting and end every connection, event streams included."""
+        import asyncio
+
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.clients):
+            writer.transport.abort()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+
+    async def _connection(self, reader: Any, writer: Any) -> None:
+        """One client connection: request/reply lines until it asks for `events`, closes or idles."""
+        if self.stopping:
+            writer.transport.abort()
+            return
+        if len(self.clients) >= self.max_clients:
+            self._refuse(writer)
+            return
+        self.clients.add(writer)
+        try:
+            await self._requests(reader, writer)
+            writer.close()  # after what is still to be sent
+            if self.idle_timeout is not None and writer.transport.get_write_buffer_size():
+                # ... but not forever to a client that never reads it.
+                self.loop.call_later(self.idle_timeout, writer.transport.abort)
+        except TimeoutError:  # (an OSError too) a client that does not read its replies
+            log.info("control: a client did not read its reply in %g s; closing it", self.idle_timeout)
+            writer.transport.abort()
+        except OSError as exc:  # the client vanished mid-reply, or stop() ended the connection
+            log.debug("control: connection ended: %s", exc)
+            writer.transport.abort()
+        except Exception:  # a bug here must cost one connection, never the socket
+            log.exception("control: connection failed")
+            writer.transport.abort()
+        finally:
+            self.clients.discard(writer)
+            if self.refusing and len(self.clients) < self.max_clients:
+                self.refusing = False
+                log.info("control: below %d clients again; accepting new ones", self.max_clients)
+
+    def _refuse(self, writer: Any) -> None:
+        """Over the cap: tell the client why in one line and close, rather than leave it waiting."""
+        if not self.refusing:
+            self.refusing = True
+            log.warning("control: %d clients connected, the most allowed; refusing new ones until one leaves",
+                        self.max_clients)
+        writer.write(_encode(_error(f"too many clients: this unit serves at most {self.max_clients} "
+                                    "control connections at once; try again later")))
+        writer.close()
+
+    async def _requests(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        lines = _Lines()
+        idle = self.idle_timeout
+        last = self.loop.time()  # of the last reply: a connection that sends nothing for `idle` s is closed
+        while not self.stopping:
+            line = lines.pop()
+            if line is None:
                 try:
-                    line = reader.next()
-                except _LineTooLong:
-                    self._send(_error(f"request line longer than {MAX_LINE} bytes"))
+                    async with asyncio.timeout_at(None if idle is None else last + idle):
+                        chunk = await reader.read(65536)
+                except TimeoutError:
+                    log.debug("control: closing a connection idle for %g s", idle)
+                    await self._send(writer, _error(f"closing the connection: no request for {idle:g} s"))
+                    return
+                if chunk:
+                    lines.feed(chunk)
                     continue
+                line = lines.rest()  # end of input; a last line without its newline is still answered
                 if line is None:
                     return
-                if not line.strip():
-                    continue  # a blank line (e.g. from a hand-typed socat session) is no request
+            if isinstance(line, _TooLong):
+                reply = _error(f"request line longer than {MAX_LINE} bytes")
+            elif not line.strip():
+                continue  # a blank line (e.g. from a hand-typed socat session) is no request
+            else:
                 parsed = parse_request(line)
                 if isinstance(parsed, dict):
-                    self._send(parsed)
-                    continue
-                cmd, args = parsed
-                if cmd == EVENTS:
-                    self._stream()
-                    return
-                log.debug("control: %s %s", cmd, args)
-                self._send(dispatch(self.server.desk, cmd, args))
-        except OSError as exc:  # client vanished mid-reply, or stop() shut the socket
-            log.debug("control: connection ended: %s", exc)
+                    reply = parsed
+                else:
+                    cmd, args = parsed
+                    if cmd == EVENTS:
+                        await self._stream(reader, writer)
+                        return
+                    log.debug("control: %s %s", cmd, args)
+                    command = COMMANDS.get(cmd)
+                    pool = self.quick if command is not None and command.quick else self.pool
+                    reply = await self.loop.run_in_executor(pool, dispatch, self.desk, cmd, args)
+            await self._send(writer, reply)
+            last = self.loop.time()
 
-    def _send(self, obj: dict[str, Any]) -> None:
-        self.request.sendall(_encode(obj))
+    async def _send(self, writer: Any, obj: dict[str, Any]) -> None:
+        import asyncio
 
-    def _stream(self) -> None:
+        writer.write(_encode(obj))
+        async with asyncio.timeout(self.idle_timeout):
+            await writer.drain()
+
+    async def _stream(self, reader: Any, writer: Any) -> None:
         """Send the snapshot, then every desk event, until the client closes or is too slow."""
-        events: queue.Queue[ev.Event] = queue.Queue(maxsize=self.server.queue_size)
+        import asyncio
+
+        loop = self.loop
+        events: queue.Queue[ev.Event] = queue.Queue(maxsize=self.queue_size)
         dropped = threading.Event()
-        sock = self.request
+        wake = asyncio.Event()  # set on the loop only, hence call_soon_threadsafe
+        unsubscribed: list[Callable[[], None]] = []
+
+        def on_loop(callback: Callable[[], None]) -> None:
+            try:
+                loop.call_soon_threadsafe(callback)
+            except RuntimeError:  # the loop is closed: the stream is over anyway
+                pass
 
         def listener(event: ev.Event) -> None:
             # Runs on the desk's thread, maybe with the desk lock held: never block here.
@@ -321,92 +513,95 @@ class _Handler(socketserver.BaseRequestHandler):
                 events.put_nowait(event)
             except queue.Full:
                 dropped.set()
-                unsubscribe()
-                log.warning("control: event client too slow, %d events queued; dropping it",
-                            self.server.queue_size)
-                try:  # wakes our thread if it is stuck in sendall to that client
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                for unsubscribe in unsubscribed:
+                    unsubscribe()
+                log.warning("control: event client too slow, %d events queued; dropping it", self.queue_size)
+                on_loop(writer.transport.abort)  # also ends a drain() waiting on that client
+                return
+            on_loop(wake.set)
 
-        # Subscribe before the snapshot: an event in between is then sent twice (harmless,
-        # every row event carries the whole row) rather than lost.
-        unsubscribe = self.server.desk.subscribe(listener)
-        log.info("control: event stream opened")
+        def open_stream() -> dict[str, Any]:
+            # Subscribe before the snapshot: an event in between is then sent twice (harmless,
+            # every row event carries the whole row) rather than lost.
+            unsubscribed.append(self.desk.subscribe(listener))
+            return self.desk.snapshot()
+
+        def close_stream() -> None:
+            for unsubscribe in unsubscribed:
+                unsubscribe()
+
+        async def client_gone() -> None:
+            # Anything the client sends during a stream is ignored; its end ends the stream.
+            try:
+                while await reader.read(65536):
+                    pass
+            except OSError:
+                pass
+            wake.set()
+
+        gone = None
         try:
-            self._send({"event": "snapshot", **self.server.desk.snapshot()})
-            while not dropped.is_set() and not self.server.stopping.is_set():
+            snapshot = await loop.run_in_executor(self.quick, open_stream)
+            log.info("control: event stream opened")
+            await self._stream_send(writer, {"event": "snapshot", **snapshot})
+            gone = asyncio.create_task(client_gone())
+            while not dropped.is_set() and not gone.done() and not self.stopping:
+                wake.clear()
                 try:
-                    event = events.get(timeout=POLL)
+                    event = events.get_nowait()
                 except queue.Empty:
-                    if self._client_closed():
-                        return
+                    await wake.wait()
                     continue
-                self._send(event.as_json())
+                await self._stream_send(writer, event.as_json())
         except OSError as exc:
             log.debug("control: event stream ended: %s", exc)
         finally:
-            unsubscribe()
-            log.info("control: event stream closed")
+            if gone is not None:
+                gone.cancel()
+            close_stream()  # the desk lock is only ever held briefly: fine on the loop
+            if unsubscribed:
+                log.info("control: event stream closed")
+        if dropped.is_set():
+            writer.transport.abort()
 
-    def _client_closed(self) -> bool:
-        """True when the client hung up; anything it sends during a stream is ignored."""
-        readable, _, _ = select.select([self.request], [], [], 0)
-        if not readable:
-            return False
-        try:
-            return not self.request.recv(4096)
-        except OSError:
-            return True
-
-
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True  # a hung client must not keep the unit from exiting
-    allow_reuse_address = False
-
-    def __init__(self, path: Path, desk: Desk, queue_size: int) -> None:
-        self.desk = desk
-        self.queue_size = queue_size
-        self.stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        self.inode: int | None = None
-        super().__init__(str(path), _Handler)
-
-    def server_bind(self) -> None:
-        super().server_bind()
-        # Before listen(): until then a connect() is refused, so nobody gets in under the umask's mode.
-        os.chmod(self.server_address, 0o660)
-        self.inode = os.stat(self.server_address).st_ino
-
-    def track(self, conn: socket.socket, alive: bool) -> None:
-        with self._conns_lock:
-            if alive:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
-
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    async def _stream_send(self, writer: Any, obj: dict[str, Any]) -> None:
+        # No timeout here: a stream that cannot keep up fills its queue and is dropped by that.
+        writer.write(_encode(obj))
+        await writer.drain()
 
 
 class ControlServer:
-    """The control socket of one unit: `start()` serves it in the background, `stop()` removes it."""
+    """The control socket of one unit: `start()` serves it in the background, `stop()` removes it.
 
-    def __init__(self, desk: Desk, path: Path, queue_size: int = EVENT_QUEUE) -> None:
+    `idle_timeout` (seconds, or None for never) closes a connection that sends no request for
+    that long (an `events` stream is never idle); `max_clients` caps the open connections,
+    `workers` the desk commands running at once (see the module constants).
+    """
+
+    def __init__(self, desk: Desk, path: Path, queue_size: int = EVENT_QUEUE, *,
+                 idle_timeout: float | None = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS,
+                 workers: int = WORKERS) -> None:
         if queue_size < 1:  # queue.Queue(0) is unbounded: exactly what a slow client must not get
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive (or None for none), not {idle_timeout}")
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, not {max_clients}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.desk = desk
         self.path = Path(path)
         self.queue_size = queue_size
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self.workers = workers
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+
+    @property
+    def connections(self) -> int:
+        """How many client connections are open now (event streams included)."""
+        server = self._server
+        return 0 if server is None else len(server.clients)
 
     def start(self) -> None:
         """Bind the socket (mode 0660) and serve it on a daemon thread."""
@@ -416,10 +611,9 @@ class ControlServer:
             raise ControlError(f"control socket path {self.path} is longer than {MAX_SOCKET_PATH} bytes")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
-        self._server = _Server(self.path, self.desk, self.queue_size)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="kiosk-control", daemon=True)
-        self._thread.start()
+        server = _Server(self.path, self.desk, self.queue_size, self.idle_timeout, self.max_clients, self.workers)
+        server.start()
+        self._server = server
         log.info("control socket listening at %s", self.path)
 
     def stop(self) -> None:
@@ -427,13 +621,7 @@ class ControlServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        server.stop()
         try:
             # Only our own socket: a newer unit may already have bound the path again.
             if self.path.stat().st_ino == server.inode:
@@ -476,20 +664,35 @@ class ControlServer:
 
 
 def _connect(path: Path | str, timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        raise ControlError(f"no kiosk is running at {path} (is `kiosk run` started?)") from None
-    except PermissionError:
-        sock.close()
-        raise ControlError(f"no permission to use {path} (is this user in the socket's group?)") from None
-    except OSError as exc:
-        sock.close()
-        raise ControlError(f"cannot connect to the kiosk at {path}: {exc}") from None
-    return sock
+    # A full listen backlog makes connect() fail with EAGAIN at once (a blocking socket would
+    # wait, one with a timeout does not): retry that briefly, it clears as the unit accepts.
+    wait = CONNECT_WAIT if timeout is None else min(CONNECT_WAIT, timeout)
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise ControlError(f"the kiosk at {path} is too busy to accept a connection "
+                                   f"(tried for {wait:g} s)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        except OSError as exc:
+            sock.close()
+            raise _connect_error(path, exc) from None
+
+
+def _connect_error(path: Path | str, exc: OSError) -> ControlError:
+    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        return ControlError(f"no kiosk is running at {path} (is `kiosk run` started?)")
+    if isinstance(exc, PermissionError):
+        return ControlError(f"no permission to use {path} (is this user in the socket's group?)")
+    return ControlError(f"cannot connect to the kiosk at {path}: {exc}")
 
 
 def json_lines(sock: socket.socket, path: Path | str) -> Iterator[dict[str, Any]]:
@@ -516,6 +719,23 @@ def json_lines(sock: socket.socket, path: Path | str) -> Iterator[dict[str, Any]
             yield obj
 
 
+def _send_request(sock: socket.socket, path: Path | str, body: dict[str, Any]) -> None:
+    try:
+        sock.sendall(_encode(body))
+    except OSError as exc:
+        # The unit may have answered and closed before the request went out (that is how it
+        # turns away a client beyond its cap): then its line is there to be read all the same.
+        if not _unread(sock):
+            raise ControlError(f"lost the kiosk at {path}: {exc}") from None
+
+
+def _unread(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
 def request(path: Path | str, cmd: str, /, **args: Any) -> dict[str, Any]:
     """Send one command; return the reply, `{"ok": true, "data": ...}` or `{"ok": false, "error": ...}`.
 
@@ -527,10 +747,7 @@ def request(path: Path | str, cmd: str, /, **args: Any) -> dict[str, Any]:
         body["args"] = args
     sock = _connect(path, REQUEST_TIMEOUT)
     try:
-        try:
-            sock.sendall(_encode(body))
-        except OSError as exc:
-            raise ControlError(f"lost the kiosk at {path}: {exc}") from None
+        _send_request(sock, path, body)
         for reply in json_lines(sock, path):
             return reply
         raise ControlError(f"the kiosk at {path} closed the connection without replying")
@@ -546,10 +763,10 @@ def open_events(path: Path | str, timeout: float = REQUEST_TIMEOUT) -> socket.so
     """
     sock = _connect(path, timeout)
     try:
-        sock.sendall(_encode({"cmd": EVENTS}))
-    except OSError as exc:
+        _send_request(sock, path, {"cmd": EVENTS})
+    except ControlError:
         sock.close()
-        raise ControlError(f"lost the kiosk at {path}: {exc}") from None
+        raise
     return sock
 
 

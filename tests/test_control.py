@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import socket
 import stat
 import threading
@@ -298,6 +300,265 @@ def test_each_client_is_served_on_its_own(unit: Unit) -> None:
         assert [r["ok"] for r in replies] == [True] * 8
     finally:
         idle.close()
+
+
+# --- many clients at once: a bounded server --------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, **kw: Any) -> Iterator[Unit]:
+    """A unit whose control server is built with the given limits (idle_timeout, max_clients, ...)."""
+    profile = make_profile(recordings=tmp_path / "recordings")
+    agent = FakeAgent()
+    desk = Desk(profile, agent)
+    desk.start()
+    agent.register_all(profile)
+    path = tmp_path / "run" / "control.sock"
+    with ControlServer(desk, path, **kw) as server:
+        yield Unit(desk, agent, server, path)
+
+
+def os_threads() -> int:
+    """Every thread of this process, Python's or not."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_fifty_clients_connecting_at_once_all_get_answers(unit: Unit) -> None:
+    # Plain sockets with a timeout and no retry: what failed with EAGAIN on a backlog of 5.
+    start = threading.Barrier(50)
+    replies: list[Any] = []
+
+    def client() -> None:
+        start.wait()
+        try:
+            raw = Raw(unit.path)
+            try:
+                replies.append(raw.ask({"cmd": "calls"})["ok"])
+            finally:
+                raw.close()
+        except OSError as exc:
+            replies.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert replies == [True] * 50
+
+
+def test_fifty_requests_at_once_all_get_answers(unit: Unit) -> None:
+    start = threading.Barrier(50)
+    replies: list[Any] = []
+
+    def client() -> None:
+        start.wait()
+        try:
+            replies.append(request(unit.path, "calls")["ok"])
+        except ControlError as exc:
+            replies.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert replies == [True] * 50
+
+
+def test_a_client_retries_while_the_listen_queue_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "busy.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)  # room for one queued connection
+    first = control._connect(path, 5)
+    try:
+        with pytest.raises(BlockingIOError):  # what a plain connect gets now
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(5)
+            try:
+                probe.connect(str(path))
+            finally:
+                probe.close()
+        accepted: list[socket.socket] = []
+        later = threading.Timer(0.3, lambda: accepted.append(listener.accept()[0]))
+        later.start()
+        started = time.monotonic()
+        second = control._connect(path, 5)  # waits for the queue to have room
+        assert 0.2 < time.monotonic() - started < 3
+        second.close()
+        later.join()
+        for sock in accepted:
+            sock.close()
+    finally:
+        first.close()
+        listener.close()
+
+
+def test_a_client_gives_up_on_a_listen_queue_that_stays_full(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "CONNECT_WAIT", 0.2)
+    path = tmp_path / "stuck.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    first = control._connect(path, 5)
+    try:
+        with pytest.raises(ControlError, match=r"is too busy to accept a connection \(tried for 0.2 s\)"):
+            request(path, "calls")
+    finally:
+        first.close()
+        listener.close()
+
+
+def test_a_thousand_idle_clients_cost_no_threads_and_calls_stays_fast(tmp_path: Path) -> None:
+    clients = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * clients + 200  # both ends of every connection live in this process
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    idle: list[socket.socket] = []
+    try:
+        with serving(tmp_path, max_clients=clients + 10) as unit:
+            assert request(unit.path, "calls")["ok"] is True  # the worker for reads exists now
+            before = os_threads()
+            for _ in range(clients):
+                idle.append(control._connect(unit.path, 5))
+            eventually(lambda: unit.server.connections == clients, timeout=10)
+            assert os_threads() - before < 20
+
+            took = []
+            for _ in range(100):
+                started = time.perf_counter()
+                assert request(unit.path, "calls")["ok"] is True
+                took.append(time.perf_counter() - started)
+            took.sort()
+            p95 = took[94]
+            assert p95 < 0.050, f"calls p95 {p95 * 1000:.1f} ms with {clients} idle clients"
+            assert os_threads() - before < 20
+            eventually(lambda: unit.server.connections == clients)  # the idle ones are all still there
+            print(f"\n{clients} idle clients: {os_threads() - before:+d} threads; calls median "
+                  f"{took[49] * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms, max {took[-1] * 1000:.2f} ms")
+            started = time.monotonic()
+        assert time.monotonic() - started < 5  # stop() ends them all
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_calls_answers_at_once_while_desk_commands_wait_for_the_agent(
+    unit: Unit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    waiting: list[int] = []
+
+    def slow_answer() -> Outcome:  # an answer whose SIP transaction takes its time
+        waiting.append(1)
+        release.wait(10)
+        return Outcome(True, data={"row": 1})
+
+    monkeypatch.setattr(unit.desk, "answer", slow_answer)
+    replies: list[dict[str, Any]] = []
+    slow = [threading.Thread(target=lambda: replies.append(request(unit.path, "answer")))
+            for _ in range(control.WORKERS + 2)]  # more than there are workers
+    try:
+        for t in slow:
+            t.start()
+        eventually(lambda: len(waiting) == control.WORKERS)
+
+        started = time.monotonic()
+        assert request(unit.path, "calls")["ok"] is True
+        assert request(unit.path, "set", name="number", value="1002")["ok"] is True
+        assert time.monotonic() - started < 0.5
+        assert replies == []
+    finally:
+        release.set()
+        for t in slow:
+            t.join(10)
+    assert replies == [{"ok": True, "data": {"row": 1}}] * (control.WORKERS + 2)
+
+
+def test_an_idle_connection_is_told_and_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    with serving(tmp_path, idle_timeout=0.3) as unit:
+        raw = Raw(unit.path)
+        try:
+            started = time.monotonic()
+            assert raw.line() == {"ok": False, "error": "closing the connection: no request for 0.3 s"}
+            assert 0.25 < time.monotonic() - started < 3
+            assert raw.at_eof()
+        finally:
+            raw.close()
+        eventually(lambda: unit.server.connections == 0)
+
+
+def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
+    with serving(tmp_path, idle_timeout=0.3) as unit:
+        raw = Raw(unit.path)
+        try:
+            for _ in range(6):  # 0.6 s in all, never 0.3 s without a request
+                time.sleep(0.1)
+                assert raw.ask({"cmd": "calls"})["ok"] is True
+        finally:
+            raw.close()
+
+
+def test_an_event_stream_is_never_idle(tmp_path: Path) -> None:
+    with serving(tmp_path, idle_timeout=0.2) as unit:
+        events = stream_events(unit.path)
+        try:
+            assert next(events)["event"] == "snapshot"
+            time.sleep(0.5)
+            unit.desk.set("number", "1002")
+            assert next(events) == {"event": "params", "line": "op1", "number": "1002", "route": "city"}
+        finally:
+            events.close()
+
+
+def test_a_client_beyond_the_cap_is_told_the_cap_and_closed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    refusal = {"ok": False, "error": "too many clients: this unit serves at most 3 control connections at once; "
+                                     "try again later"}
+    with serving(tmp_path, max_clients=3) as unit:
+        held = [Raw(unit.path) for _ in range(3)]
+        try:
+            for raw in held:
+                assert raw.ask({"cmd": "calls"})["ok"] is True
+
+            assert request(unit.path, "calls") == refusal
+            extra = Raw(unit.path)  # one that sends nothing is told too, not left hanging
+            try:
+                assert extra.line() == refusal
+                assert extra.at_eof()
+            finally:
+                extra.close()
+            with pytest.raises(ControlError, match="too many clients: this unit serves at most 3"):
+                next(stream_events(unit.path))
+            assert ctl_main(["calls"], unit.path) == 1
+            assert capsys.readouterr().err == f"kiosk ctl calls: {refusal['error']}\n"
+            assert caplog.text.count("refusing new ones") == 1  # said once, not once per client
+
+            held.pop().close()
+            eventually(lambda: unit.server.connections == 2)
+            assert request(unit.path, "calls")["ok"] is True
+            for raw in held:  # the ones let in were served throughout
+                assert raw.ask({"cmd": "calls"})["ok"] is True
+        finally:
+            for raw in held:
+                raw.close()
+
+
+def test_the_limits_are_checked(tmp_path: Path) -> None:
+    desk = Desk(make_profile(), FakeAgent())
+    for kw in ({"idle_timeout": 0}, {"max_clients": 0}, {"workers": 0}, {"queue_size": 0}):
+        with pytest.raises(ValueError):
+            ControlServer(desk, tmp_path / "x.sock", **kw)
+    server = ControlServer(desk, tmp_path / "x.sock")
+    assert (server.idle_timeout, server.max_clients, server.workers) == (60.0, 256, 4)
+    assert control.BACKLOG >= 128
 
 
 # --- the event stream -------------------------------------------------------------------
