@@ -737,10 +737,11 @@ class Desk:
         row_id = out.data["row"]
         waited = self._await_row(row_id, ("talking",), PICKUP_TIMEOUT)
         if waited is None:
+            reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
             if row_id in self.rows:  # still ringing somewhere: do not leave it running
+                reason = f"no answer in {PICKUP_TIMEOUT:.0f} s"  # not the 487 of our own cancel
                 self.agent.hangup(row_id)
                 self._await_gone(row_id, PICKUP_RELEASE)
-            reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
             # Nothing was picked up: the calls held for it come back, and so does the selection.
             self._give_back(held)
             self._restore_selection(before, row_id)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from .. import events as ev
+from .dialogs import dialog_from
 
 if TYPE_CHECKING:
     from .thread import PjAgent
@@ -76,6 +77,24 @@ def asserted_party(event: "pj.SipEvent") -> str:
     return remote_party(m.group(1).split(",", 1)[0]) if m else ""
 
 
+def received_message(event: "pj.SipEvent") -> str:
+    """The whole SIP message an event carries when it is one we received ("" otherwise)."""
+    try:
+        if event.type == pj.PJSIP_EVENT_TSX_STATE and event.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+            return str(event.body.tsxState.src.rdata.wholeMsg)
+        if event.type == pj.PJSIP_EVENT_RX_MSG:
+            return str(event.body.rxMsg.rdata.wholeMsg)
+    except (AttributeError, pj.Error):
+        pass
+    return ""
+
+
+def remote_contact_uri(contact: str) -> str:
+    """`<sip:2001@127.0.0.1:5070;ob>;expires=..` -> `sip:2001@127.0.0.1:5070;ob`."""
+    m = re.search(r"<([^>]*)>", contact)
+    return (m.group(1) if m else contact.split(";", 1)[0]).strip()
+
+
 class KCall(pj.Call):
     """One call of the unit; `id` is the desk's row id."""
 
@@ -95,6 +114,7 @@ class KCall(pj.Call):
         self.asserted = ""  # who the server says answered (a pickup reaches the original caller)
         self.sip_call_id = ""  # the dialog's Call-ID: tells our call from another one in the same slot
         self.lost_since = 0.0  # when the audit first found pjsua no longer has this call
+        self.dialog_kept = ""  # the Call-ID under which the dialogs file holds this call
 
     def __del__(self) -> None:
         """Die only on the agent thread and only while no other call holds our slot (see module doc).
@@ -123,7 +143,12 @@ class KCall(pj.Call):
         state = _STATES.get(info.state, "dialling")
         if not self.sip_call_id:
             self.sip_call_id = info.callIdString
+        if state == "talking" and not self.dialog_kept and not self.silent:
+            self._keep_dialog(prm.e)
         if state == "ended":
+            if self.dialog_kept:
+                self.agent.dialogs.remove(self.dialog_kept)
+                self.dialog_kept = ""
             self.ended = True
             # By row id, not by a closure over self: a deferred job keeping the
             # object alive would let pjsua reuse its slot first.
@@ -137,6 +162,26 @@ class KCall(pj.Call):
         self.asserted = asserted_party(prm.e) or self.asserted
         self.agent.emit(ev.CallProgress(self.id, state, int(info.lastStatusCode), info.lastReason,
                                         self.asserted or remote_party(info.remoteUri)))
+
+    def _keep_dialog(self, event: "pj.SipEvent") -> None:
+        """Note the dialog in the dialogs file from the 2xx we got (caller) or the ACK (callee)."""
+        msg = received_message(event)
+        if not msg:
+            return
+        caller = self.direction == "out"
+        if caller != bool(re.match(r"SIP/2\.0 2\d\d ", msg)) or (not caller and not msg.startswith("ACK ")):
+            return
+        dialog = dialog_from(msg, caller)
+        if dialog is None:
+            return
+        if not caller:
+            try:
+                dialog.target = remote_contact_uri(self.getInfo().remoteContact) or dialog.target
+            except pj.Error:
+                pass
+        if dialog.target:
+            self.agent.dialogs.add(dialog)
+            self.dialog_kept = dialog.call_id
 
     def onCallMediaState(self, prm: "pj.OnCallMediaStateParam") -> None:
         info = self.getInfo()

@@ -30,7 +30,9 @@ from .calls import CallRegistry, KCall
 from .lines import Lines
 if TYPE_CHECKING:  # numpy and hw.audio only load when the profile names a device
     from .audio_port import LocalBridge
+from . import dialogs
 from .media import Media
+from .rtp_watch import RtpWatch
 
 log = logging.getLogger("kiosk.agent")
 
@@ -40,6 +42,8 @@ PERIODIC_S = 0.25
 #: How often every call is checked against pjsua's own table, and how long a lost one may stay.
 AUDIT_S = 2.0
 AUDIT_GRACE_S = 1.5
+#: The RTP/RTCP inactivity timeout when the profile does not set one.
+RTP_TIMEOUT_S = 60
 STOP = object()
 
 
@@ -103,6 +107,7 @@ class PjAgent:
         self.ep: pj.Endpoint | None = None
         self.trusted: set[str] = set()
         self.calls = CallRegistry()
+        self.dialogs = dialogs.DialogStore(None)  # the real one once _create knows its place
         self.lines: Lines | None = None
         self.media: Media | None = None
         self.local_audio: LocalBridge | None = None  # the headset bridge, when the profile names a device
@@ -221,6 +226,10 @@ class PjAgent:
 
     def _create(self) -> None:
         sip = self.profile.sip
+        # Before pjsua2: end the calls a run that died (SIGKILL, crash, power) left open.
+        dialogs_path = dialogs.state_dir(self.profile.control.socket) / dialogs.FILE_NAME
+        dialogs.end_leftovers(dialogs_path, sip.host, sip.user_agent)
+        self.dialogs = dialogs.DialogStore(dialogs_path)
         ep = pj.Endpoint()
         self.ep = ep
         _quiet_until_log_config()
@@ -262,6 +271,7 @@ class PjAgent:
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
         self.periodic.append(self._audit_calls)
+        self.periodic.append(RtpWatch(self, getattr(sip, "rtp_timeout_seconds", RTP_TIMEOUT_S)))
 
     def _loop(self) -> None:
         assert self.ep is not None

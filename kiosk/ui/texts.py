@@ -150,6 +150,8 @@ _REASON_TABLE: tuple[tuple[str, str], ...] = (
     (r"call (?P<id>\d+) has ended", "вызов {id} уже завершён"),
     (r"cannot call (?P<uri>\S+): (?P<reason>.+)", "не удалось позвонить на {uri}: {reason}"),
     (r"call (?P<id>\d+) to (?P<uri>\S+) failed: (?P<reason>.+)", "вызов {id} на {uri} не состоялся: {reason}"),
+    (r"call (?P<id>\d+): no audio from the far end for (?P<n>\d+) s: the call was ended",
+     "вызов {id}: от абонента нет звука {n} с, вызов завершён"),
     (r"no reason given", "причина не указана"),
     (r"this unit has no headset configured \(\[audio\] device\)",
      "на этом аппарате не настроена гарнитура ([audio] device)"),
