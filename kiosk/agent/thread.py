@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # numpy and hw.audio only load when the profile names a devic
     from .audio_port import LocalBridge
 from . import dialogs
 from .media import Media
+from .netwatch import NetWatch
 from .rtp_watch import RtpWatch
 
 log = logging.getLogger("kiosk.agent")
@@ -271,6 +272,7 @@ class PjAgent:
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
         self.periodic.append(self._audit_calls)
+        self.periodic.append(NetWatch(self, sip.host))
         self.periodic.append(RtpWatch(self, getattr(sip, "rtp_timeout_seconds", RTP_TIMEOUT_S)))
 
     def _loop(self) -> None:

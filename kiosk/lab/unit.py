@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .proc import LabProcess, LabProcessError, wait_until
+from .proc import LabProcess, LabProcessError, listening, wait_until
 
 
 @dataclass
@@ -44,7 +44,7 @@ def lab_profile_toml(
     *, listen: str, registrar: str, domain: str, proxy: str | None = None, lines: list[LabLine], routes: list[LabRoute] | None = None,
     socket: Path, recordings: Path, trusted: list[str] | None = None, default_route: str | None = None,
     always_record: bool = False, pickup_prefix: str = "*8", language: str = "en", extra: str = "",
-    register_expires: int | None = None,
+    register_expires: int | None = None, keepalive_seconds: int | None = None, sip_extra: str = "",
 ) -> str:
     """A complete profile (TOML text) for a unit in the lab."""
     out = [
@@ -54,6 +54,10 @@ def lab_profile_toml(
     ]
     if register_expires is not None:
         out.append(f"register_expires = {register_expires}")
+    if keepalive_seconds is not None:
+        out.append(f"keepalive_seconds = {keepalive_seconds}")
+    if sip_extra:
+        out.append(sip_extra)  # more [sip] keys, as TOML lines
     if default_route:
         out.append(f"default_route = {_q(default_route)}")
     out.append("")
@@ -99,6 +103,7 @@ class Unit:
     proc: LabProcess | None = None
     env: dict[str, str] = field(default_factory=dict)
     headless: bool = True
+    argv_prefix: list[str] = field(default_factory=list)  # e.g. `ip netns exec NAME`: a test host of its own
 
     @property
     def profile_path(self) -> Path:
@@ -113,12 +118,15 @@ class Unit:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.profile_path.write_text(self.profile_text)
         os.chmod(self.profile_path, 0o600)
-        argv = [sys.executable, "-m", "kiosk.cli", "run", "--profile", str(self.profile_path)]
+        argv = [*self.argv_prefix, sys.executable, "-m", "kiosk.cli", "run", "--profile", str(self.profile_path)]
         if self.headless:
             argv.append("--headless")
         self.proc = LabProcess("kiosk", argv, self.log_path, self.workdir)
         self.proc.start(env={**os.environ, **self.env})
-        if not wait_until(lambda: self.socket.exists() or not self.proc.running(), timeout):
+        # Not the socket file: it appears at the unit's bind(), before its listen(), and a
+        # request in between is refused ("no kiosk is running") -- the test then failed at
+        # once and its teardown stopped a unit that had just come up.
+        if not wait_until(lambda: listening(self.socket) or not self.proc.running(), timeout):
             raise LabProcessError(f"kiosk did not open {self.socket}:\n{self.proc.log_tail()}")
         if not self.proc.running():
             raise LabProcessError(f"kiosk exited at start:\n{self.proc.log_tail()}")
