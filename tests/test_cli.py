@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kiosk.cli import last_good_path, load_good_profile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "kiosk" / "examples" / "profile.toml"
@@ -112,3 +114,65 @@ password_file = "{tmp_path / 'pw'}"
     assert f"cannot start on 127.0.0.1:{port}" in last and "Address already in use" in last, last
     assert "[sip] listen" in last and str(path) in last, last
     assert "Traceback" not in done.stderr
+
+
+# --- the control socket: a file that exists is not a unit that listens -------------------
+
+# Loaded by the unit's interpreter (sitecustomize on its PYTHONPATH): its main thread is held for
+# 0.5 s between bind() and listen() of the control socket, as a busy machine can hold it (another
+# of the unit's threads has the GIL, or the CPU is taken). The socket file exists all that time.
+_SLOW_LISTEN = '''
+import socket, time
+_listen = socket.socket.listen
+def listen(self, *args):
+    try:
+        name = self.getsockname()
+    except OSError:
+        name = ""
+    if isinstance(name, str) and name.endswith("control.sock"):
+        time.sleep(0.5)
+    return _listen(self, *args)
+socket.socket.listen = listen
+'''
+
+
+def test_a_bound_socket_that_does_not_listen_yet_is_not_listening(tmp_path: Path) -> None:
+    import socket
+
+    from kiosk.lab.proc import listening
+
+    path = tmp_path / "control.sock"
+    assert not listening(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        assert path.exists() and not listening(path)  # the file is there; a connect is refused
+        server.listen(1)
+        assert listening(path)
+    assert path.exists() and not listening(path)  # and again once nobody listens
+
+
+@pytest.mark.lab
+def test_the_lab_unit_is_started_once_its_control_socket_listens_not_once_the_file_exists(tmp_path: Path) -> None:
+    """What made an audio test fail on a fresh clone's first run: `Unit.start` saw the socket
+    file, its first request was refused ("no kiosk is running at ..."), and the teardown
+    stopped the unit ~150 ms after it came up (its log: "unit running", then "stopping")."""
+    from kiosk.lab.ports import free_port
+    from kiosk.lab.unit import LabLine, Unit, lab_profile_toml
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_LISTEN)
+    sock = tmp_path / "control.sock"
+    text = lab_profile_toml(listen=f"127.0.0.1:{free_port()}", registrar=f"sip:127.0.0.1:{free_port()}",
+                            domain="127.0.0.1", lines=[LabLine("main", "1001", "pw")], socket=sock,
+                            recordings=tmp_path / "recordings")  # no registrar there: lines stay unregistered
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    unit = Unit(tmp_path / "unit", text, sock, env={"PYTHONPATH": path})
+    try:
+        unit.start(wait_registered=False)
+        assert unit.request("calls")["ok"]  # started means it answers, at once
+        assert unit.terminate() == 0
+        log = unit.log_path.read_text()
+        assert log.count("unit running") == 1 and "Traceback" not in log, log[-3000:]
+    finally:
+        unit.stop()

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .ports import free_port
-from .proc import LabProcess, LabProcessError, wait_until
+from .proc import LabProcess, LabProcessError, listening, wait_until
 
 __all__ = ["PjPeer", "PjPeerError", "main"]
 
@@ -550,7 +550,8 @@ class PjPeer:
             argv += ["--record", str(self.first_recording)]
         self.proc = LabProcess(f"pjpeer-{self.user}", argv, self.log_path, self.workdir)
         self.proc.start()
-        if not wait_until(lambda: self.socket.exists() or not self.proc.running(), timeout):
+        # A connect, not the file: the file appears at bind(), before the peer's listen().
+        if not wait_until(lambda: listening(self.socket) or not self.proc.running(), timeout):
             self.stop()
             raise PjPeerError(f"pjpeer {self.user} did not open its socket:\n{self.proc_tail()}")
         if not self.proc.running():

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 from collections.abc import Callable, Sequence
 
-__all__ = ["LabProcessError", "LabProcess", "tail", "wait_until"]
+__all__ = ["LabProcessError", "LabProcess", "listening", "tail", "wait_until"]
 
 
 class LabProcessError(RuntimeError):
@@ -125,6 +126,23 @@ class LabProcess:
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the child's log."""
         return tail(self.log_path, lines)
+
+
+def listening(path: Path) -> bool:
+    """True when the Unix socket at `path` takes a connection now.
+
+    A server's socket file appears at bind(), before its listen(): a connect()
+    in between is refused (ECONNREFUSED). The file existing is therefore no
+    sign that its server is ready -- on a loaded machine the gap is
+    milliseconds to hundreds of milliseconds -- and a connect is.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
