@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,7 +170,13 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     interval = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6 or 10.0
 
     def watchdog() -> None:
-        while not stop.wait(interval):
+        # Short waits: a SIGTERM the kernel hands to another thread only sets a flag, and
+        # the handler runs when this (main) thread next wakes, up to a whole wait later.
+        due = time.monotonic() + interval
+        while not stop.wait(0.25):
+            if time.monotonic() < due:
+                continue
+            due = time.monotonic() + interval
             if agent_alive(desk.agent):
                 sd_notify("WATCHDOG=1")
             else:

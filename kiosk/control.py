@@ -333,14 +333,20 @@ class _Server:
         from concurrent.futures import ThreadPoolExecutor
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bound = False
+        # Bound and made to listen under a temporary name, then renamed into place: the socket
+        # file appears only once it takes connections (a script waiting for the file is never
+        # refused), and nobody can connect while it still has the umask's mode.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        bound = renamed = False
         try:
-            sock.bind(str(self.path))
+            tmp.unlink(missing_ok=True)
+            sock.bind(str(tmp))
             bound = True
-            # Before listen(): until then a connect() is refused, so nobody gets in under the umask's mode.
-            os.chmod(self.path, 0o660)
-            self.inode = os.stat(self.path).st_ino
+            os.chmod(tmp, 0o660)
             sock.listen(BACKLOG)  # now, so that a client right after start() is queued, not refused
+            os.rename(tmp, self.path)
+            renamed = True
+            self.inode = os.stat(self.path).st_ino
             self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kiosk-control-desk")
             self.quick = ThreadPoolExecutor(1, thread_name_prefix="kiosk-control-read")
             self.loop = asyncio.new_event_loop()
@@ -350,8 +356,10 @@ class _Server:
         except BaseException:
             sock.close()
             self._end_loop()
-            if bound:
+            if renamed:
                 self.path.unlink(missing_ok=True)
+            elif bound:
+                tmp.unlink(missing_ok=True)
             raise
 
     def stop(self) -> None:
