@@ -115,6 +115,7 @@ class KCall(pj.Call):
         self.sip_call_id = ""  # the dialog's Call-ID: tells our call from another one in the same slot
         self.lost_since = 0.0  # when the audit first found pjsua no longer has this call
         self.dialog_kept = ""  # the Call-ID under which the dialogs file holds this call
+        self.media_keys = 2  # media ioqueue slots pjsua holds for this call: RTP + RTCP per m-line (gate.py)
 
     def __del__(self) -> None:
         """Die only on the agent thread and only while no other call holds our slot (see module doc).
@@ -146,6 +147,8 @@ class KCall(pj.Call):
         if state == "talking" and not self.dialog_kept and not self.silent:
             self._keep_dialog(prm.e)
         if state == "ended":
+            if not self.ended:  # its sockets' ioqueue slots come back only 500 ms from now
+                self.agent.budget.charge(self.media_keys)
             if self.dialog_kept:
                 self.agent.dialogs.remove(self.dialog_kept)
                 self.dialog_kept = ""

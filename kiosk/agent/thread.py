@@ -27,6 +27,7 @@ from .. import events as ev
 from ..desk import AgentError, CallGone
 from ..profile import MAX_CALLS, Profile
 from .calls import CallRegistry, KCall
+from .gate import InviteGate, MediaBudget
 from .lines import Lines
 if TYPE_CHECKING:  # numpy and hw.audio only load when the profile names a device
     from .audio_port import LocalBridge
@@ -108,6 +109,9 @@ class PjAgent:
         self.ep: pj.Endpoint | None = None
         self.trusted: set[str] = set()
         self.calls = CallRegistry()
+        # Media socket slots taken by live calls and by sockets closed < 0.75 s ago (see gate.py).
+        self.budget = MediaBudget(lambda: sum(c.media_keys for c in self.calls.active()))
+        self.gate: InviteGate | None = None
         self.dialogs = dialogs.DialogStore(None)  # the real one once _create knows its place
         self.lines: Lines | None = None
         self.media: Media | None = None
@@ -249,7 +253,15 @@ class PjAgent:
         cfg.medConfig.sndClockRate = 16000
         cfg.medConfig.channelCount = 1
         cfg.medConfig.noVad = True
+        self.trusted = resolve_hosts(sip.trusted)
         ep.libInit(cfg)
+        # Before any transport exists: no INVITE may reach pjsua without passing the gate.
+        try:
+            self.gate = InviteGate(self, self.budget)
+            self.gate.register()
+        except (OSError, AttributeError, RuntimeError) as exc:  # a binding built otherwise: run without it
+            self.gate = None
+            log.error("INVITE gate not available (%s): a flood of calls may exhaust pjsip's sockets", exc)
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
             tcfg = pj.TransportConfig()
             tcfg.port = sip.port
@@ -262,7 +274,6 @@ class PjAgent:
         except pj.Error:
             log.warning("G722 codec not available; wideband off")
         ep.libStart()
-        self.trusted = resolve_hosts(sip.trusted)
         self.media = Media(ep)
         if self.profile.audio.device is not None:
             # After libStart (the port joins the conference bridge); a missing device is not fatal.
@@ -441,6 +452,8 @@ class PjAgent:
         assert self.lines is not None
         if len(self.calls.active()) >= MAX_CALLS:
             raise AgentError(f"this unit handles at most {MAX_CALLS} calls")
+        if not self.budget.fits(2, reserve=0):
+            raise AgentError("the unit is refusing a burst of incoming calls; try again in a second")
         account = self.lines.account_for(line_id, route_id)
         call = KCall(self, account, call_id, "out")
         self.calls.add(call)
