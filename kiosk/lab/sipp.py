@@ -6,6 +6,11 @@ test can assert on the exact requests SIPp received (`received_messages()`).
 `uas_scenario()` and `uac_scenario()` generate the scenarios the lab needs: a
 UAS that rings, answers with SDP and waits for BYE (optionally accepting a
 REFER first), and a UAC that calls a target and waits for the far end's BYE.
+`cancel_scenario()` is a UAC for load: INVITE, then CANCEL after a provisional
+response (at once, or after the far end has rung for a while), taking any
+final answer instead (486 busy, 403 refused, ...) without failing the call;
+`invite_outcomes()` / `Sipp.final_codes()` read from the trace which final
+response each INVITE got.
 SIPp sends no RTP here: it only puts an SDP in its messages.
 """
 
@@ -23,7 +28,10 @@ from collections.abc import Sequence
 from .ports import free_port, port_is_free
 from .proc import LabProcess, LabProcessError
 
-__all__ = ["Sipp", "SippError", "uas_scenario", "uac_scenario", "SIPP_EXIT_CODES", "parse_trace"]
+__all__ = [
+    "Sipp", "SippError", "uas_scenario", "uac_scenario", "cancel_scenario", "SIPP_EXIT_CODES", "parse_trace",
+    "invite_outcomes", "FINAL_CODES",
+]
 
 SIPP_EXIT_CODES = {
     0: "all calls were successful",
@@ -206,6 +214,168 @@ def uac_scenario(
     parts.append(f'  <timewait milliseconds="{int(timewait_ms)}"/>\n')
     parts.append("</scenario>\n")
     return "".join(parts)
+
+
+#: Final responses to an INVITE that `cancel_scenario` takes as an outcome (ACK, call done) rather
+#: than as an unexpected message. 487 is the answer to our CANCEL; the others are refusals.
+FINAL_CODES = (400, 403, 404, 408, 480, 481, 482, 483, 484, 486, 487, 488, 491, 500, 501, 502, 503, 504, 600, 603, 604, 606)
+
+
+def cancel_scenario(
+    to_user: str | None = None,
+    request_uri: str | None = None,
+    from_user: str = "sipp",
+    cancel_after_ms: int = 2000,
+    wait_ring: bool = True,
+    final_timeout_ms: int = 32000,
+    timewait_ms: int = 200,
+) -> str:
+    """SIPp XML for a UAC that rings a target and then CANCELs: INVITE (SDP) ... CANCEL -> 200, 487 -> ACK.
+
+    - `wait_ring=True`: after 180/183 the far end rings for `cancel_after_ms`,
+      then the CANCEL goes out (the ring timer restarts on a repeated 18x).
+      `wait_ring=False`: the same from the first provisional response, 100
+      Trying included; with `cancel_after_ms=0` the CANCEL goes out as soon as
+      that first provisional is in ("INVITE then CANCEL").
+    - Any final response from `FINAL_CODES` before (or instead of) the 487 ends
+      the call normally: ACK, done; the call counts as successful for SIPp. So
+      does a 481 to the CANCEL. What matters is which final response each INVITE
+      got: read it from the trace with `Sipp.final_codes()`.
+    - A 2xx (the far end answered although nobody should) is an unexpected
+      message: the call fails (SIPp sends its default BYE) and the exit code is 1.
+    - No final response within `final_timeout_ms` of the CANCEL (or of the
+      INVITE, with no provisional) fails the call.
+
+    The Request-URI is `request_uri`, else sip:<to_user or [service]>@remote.
+    CANCEL and ACK reuse the INVITE's Via (its branch) from the last response.
+    """
+    user = to_user if to_user is not None else "[service]"
+    ruri = request_uri or f"sip:{user}@[remote_ip]:[remote_port]"
+    from_hdr = f"From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
+    contact_hdr = f"Contact: <sip:{from_user}@[local_ip]:[local_port];transport=[transport]>"
+    invite = "\n".join([
+        f"INVITE {ruri} SIP/2.0",
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+        from_hdr,
+        f"To: <{ruri}>",
+        "Call-ID: [call_id]",
+        "CSeq: 1 INVITE",
+        contact_hdr,
+        "Max-Forwards: 70",
+        "Subject: kiosk lab load",
+        "Content-Type: application/sdp",
+        "Content-Length: [len]",
+        "",
+        _SDP,
+    ])
+    cancel = "\n".join([
+        f"CANCEL {ruri} SIP/2.0",
+        "[last_Via:]",
+        from_hdr,
+        f"To: <{ruri}>",
+        "Call-ID: [call_id]",
+        "CSeq: 1 CANCEL",
+        "Max-Forwards: 70",
+        "Content-Length: 0",
+    ])
+    ack = "\n".join([
+        f"ACK {ruri} SIP/2.0",
+        "[last_Via:]",
+        from_hdr,
+        "[last_To:]",
+        "Call-ID: [call_id]",
+        "CSeq: 1 ACK",
+        contact_hdr,
+        "Max-Forwards: 70",
+        "Content-Length: 0",
+    ])
+
+    def group(codes: tuple[int, ...], next_label: str, txn: str = "invite") -> list[str]:
+        return [f'<recv response="{code}" optional="true" response_txn="{txn}" next="{next_label}"' for code in codes]
+
+    def finals(next_label: str, skip: tuple[int, ...] = ()) -> list[str]:
+        return group(tuple(c for c in FINAL_CODES if c not in skip), next_label)
+
+    def wait(recvs: list[str], timeout_ms: int, ontimeout: str | None = None) -> str:
+        # SIPp takes a group's receive timeout from the message it is waiting at: the first
+        # one of the group. The group's last message must be mandatory.
+        *head, last = recvs
+        last = last.replace(' optional="true"', "")
+        recvs = [*head, last]
+        extra = f' timeout="{max(1, int(timeout_ms))}"' + (f' ontimeout="{ontimeout}"' if ontimeout else "")
+        recvs[0] += extra
+        return "".join(f"  {r}/>\n" for r in recvs)
+
+    delay = max(0, int(cancel_after_ms))
+    final_ms = int(final_timeout_ms)
+    p = [_HEAD, '<scenario name="kiosk lab INVITE then CANCEL">\n']
+    p.append(f'  <send retrans="500" start_txn="invite">\n    <![CDATA[\n\n{invite}\n\n    ]]>\n  </send>\n')
+    # 1. before any 18x (with wait_ring=False: before any provisional response)
+    ringing = (180, 183) if wait_ring else (100, 180, 183)
+    p.append('  <label id="1"/>\n')
+    first = group((100,), "1") if wait_ring else []
+    first += group(ringing, "2" if delay else "3")
+    p.append(wait(first + finals("6"), final_ms))
+    # 2. ringing: a final answer may come within the ring time, else on to the CANCEL. (A wait
+    # with a timeout, not a <pause>: a final response arriving during a pause trips an assertion
+    # in SIPp 3.6's transaction matching.)
+    if delay:
+        p.append('  <label id="2"/>\n')
+        p.append(wait(group(ringing, "2") + finals("6"), delay, ontimeout="3"))
+    # 3. the CANCEL
+    p.append('  <label id="3"/>\n')
+    p.append(f'  <send retrans="500" start_txn="cancel">\n    <![CDATA[\n\n{cancel}\n\n    ]]>\n  </send>\n')
+    # 4. waiting for the CANCEL's 200 (provisionals and the INVITE's final answer may cross it)
+    p.append('  <label id="4"/>\n')
+    p.append(wait(group((100, 180, 183), "4") + finals("7") + group((481,), "5", "cancel")
+                  + ['<recv response="200" response_txn="cancel"'], final_ms))
+    # 5. CANCEL answered: waiting for the INVITE's final response
+    p.append('  <label id="5"/>\n')
+    p.append(wait(group((100, 180, 183), "5") + finals("6"), final_ms))
+    # 6. final response in, nothing else outstanding: ACK and done
+    p.append('  <label id="6"/>\n')
+    p.append(f'  <send ack_txn="invite" next="8">\n    <![CDATA[\n\n{ack}\n\n    ]]>\n  </send>\n')
+    # 7. final response before the CANCEL's own answer: ACK, then take that answer if it comes
+    p.append('  <label id="7"/>\n')
+    p.append(f'  <send ack_txn="invite">\n    <![CDATA[\n\n{ack}\n\n    ]]>\n  </send>\n')
+    p.append(wait(group((481, 200), "8", "cancel"), 2000, ontimeout="8"))
+    p.append('  <label id="8"/>\n')
+    p.append(f'  <timewait milliseconds="{max(1, int(timewait_ms))}"/>\n')
+    p.append("</scenario>\n")
+    return "".join(p)
+
+
+def _cseq(msg: str) -> tuple[int, str]:
+    m = re.search(r"^(?:CSeq|cseq)\s*:\s*(\d+)\s+(\S+)", msg, re.M | re.I)
+    return (int(m.group(1)), m.group(2).upper()) if m else (0, "")
+
+
+def _call_id(msg: str) -> str:
+    m = re.search(r"^(?:Call-ID|i)\s*:\s*(\S+)", msg, re.M | re.I)
+    return m.group(1) if m else ""
+
+
+def invite_outcomes(messages: list[tuple[str, str]]) -> dict[str, int | None]:
+    """Call-ID -> the first final response code SIPp received to its INVITE (None: no final response).
+
+    `messages` are `Sipp.messages()`; every INVITE SIPp sent has an entry.
+    """
+    out: dict[str, int | None] = {}
+    for direction, msg in messages:
+        first = msg.split("\n", 1)[0]
+        if direction == "sent" and first.startswith("INVITE "):
+            out.setdefault(_call_id(msg), None)
+        elif direction == "received" and first.startswith("SIP/2.0 "):
+            if _cseq(msg)[1] != "INVITE":
+                continue
+            try:
+                code = int(first.split()[1])
+            except (IndexError, ValueError):
+                continue
+            cid = _call_id(msg)
+            if code >= 200 and out.get(cid) is None:
+                out[cid] = code
+    return out
 
 
 _TRACE_SPLIT = re.compile(r"^-{20,} \d{4}-\d\d-\d\d[ \t].*$", re.M)
@@ -401,6 +571,10 @@ class Sipp:
             if method is None or first.split(" ", 1)[0].upper() == method.upper():
                 out.append(m)
         return out
+
+    def final_codes(self) -> dict[str, int | None]:
+        """Call-ID -> final response code to each INVITE SIPp sent (None: none came); see `invite_outcomes`."""
+        return invite_outcomes(self.messages())
 
     def errors_text(self) -> str:
         """SIPp's error log (unexpected messages etc.)."""
