@@ -26,12 +26,14 @@ def _kiosk(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.lab  # starts processes
 def test_check_profile_exits_0_on_a_good_file(tmp_path: Path) -> None:
     done = _kiosk("check-profile", str(_good(tmp_path)))
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
 
 
+@pytest.mark.lab  # starts processes
 def test_check_profile_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     path = _good(tmp_path)
     path.write_text(path.read_text().replace('language = "ru"', 'language = "de"').replace(
@@ -45,6 +47,7 @@ def test_check_profile_exits_2_with_one_line_per_problem(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.lab  # starts processes
 def test_check_profile_on_a_missing_file_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     done = _kiosk("check-profile", str(tmp_path / "nope.toml"))
     assert done.returncode == 2
@@ -70,6 +73,7 @@ def test_a_broken_profile_runs_on_the_last_good_one(tmp_path: Path, capsys) -> N
     assert "operatr" in err and "operator" in err
 
 
+@pytest.mark.lab  # starts processes
 def test_a_broken_profile_without_a_last_good_one_is_refused(tmp_path: Path) -> None:
     path = _good(tmp_path)
     path.write_text("[sip\n")
@@ -77,6 +81,7 @@ def test_a_broken_profile_without_a_last_good_one_is_refused(tmp_path: Path) -> 
     assert _kiosk("run", "--profile", str(path), "--headless").returncode == 2
 
 
+@pytest.mark.lab  # starts processes
 def test_a_sip_port_already_taken_is_named_with_what_to_do(tmp_path: Path) -> None:
     """Another program (perhaps a second kiosk) holds the SIP port: the unit exits 1 with
     the port, the cause and the profile key to change, not a pjsip traceback."""

@@ -219,6 +219,7 @@ def test_start_buttons_on_a_busy_pin_warns_and_releases_what_it_claimed(
 
 
 @needs_lab
+@pytest.mark.lab  # starts processes
 def test_the_unit_runs_with_gpio_keys_in_its_profile(unit_factory) -> None:
     """`kiosk run` on a profile with [gpio] pins (gpiozero's mock pins here) starts the
     buttons, stays up, and stops cleanly."""

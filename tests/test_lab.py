@@ -110,6 +110,7 @@ def test_config_refuses_names_that_would_break_the_script() -> None:
 
 
 @needs_kamailio
+@pytest.mark.lab  # starts processes
 def test_kamailio_starts_answers_and_stops(tmp_path: Path) -> None:
     port = free_port()
     kam = Kamailio(tmp_path, port, USERS)
@@ -126,6 +127,7 @@ def test_kamailio_starts_answers_and_stops(tmp_path: Path) -> None:
 
 
 @needs_kamailio
+@pytest.mark.lab  # starts processes
 def test_kamailio_start_failure_reports_its_stderr(tmp_path: Path) -> None:
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
@@ -139,6 +141,7 @@ def test_kamailio_start_failure_reports_its_stderr(tmp_path: Path) -> None:
 
 @needs_kamailio
 @needs_baresip
+@pytest.mark.lab  # starts processes
 def test_register_with_right_password_and_refused_with_wrong(tmp_path: Path) -> None:
     with Kamailio(tmp_path / "kam", free_port(), USERS) as kam:
         with Baresip(tmp_path / "alice", user="alice", password="alice-secret", registrar=kam.address) as alice:
@@ -152,6 +155,7 @@ def test_register_with_right_password_and_refused_with_wrong(tmp_path: Path) -> 
 
 @needs_kamailio
 @needs_baresip
+@pytest.mark.lab  # starts processes
 def test_call_between_two_baresips_carries_both_tones(tmp_path: Path) -> None:
     with (
         Kamailio(tmp_path / "kam", free_port(), USERS) as kam,
@@ -192,6 +196,7 @@ def test_call_between_two_baresips_carries_both_tones(tmp_path: Path) -> None:
 
 @needs_kamailio
 @needs_baresip
+@pytest.mark.lab  # starts processes
 def test_unregistered_callee_and_empty_pickup_get_404(tmp_path: Path) -> None:
     with (
         Kamailio(tmp_path / "kam", free_port(), USERS) as kam,
@@ -210,6 +215,7 @@ def test_unregistered_callee_and_empty_pickup_get_404(tmp_path: Path) -> None:
 @needs_kamailio
 @needs_baresip
 @needs_sipp
+@pytest.mark.lab  # starts processes
 def test_trunk_prefix_is_stripped_and_sipp_answers(tmp_path: Path) -> None:
     trunk_port = free_port()
     with (
@@ -235,6 +241,7 @@ def test_trunk_prefix_is_stripped_and_sipp_answers(tmp_path: Path) -> None:
 @needs_baresip
 @needs_sipp
 @pytest.mark.parametrize("transport", ["u1", "t1"])
+@pytest.mark.lab  # starts processes
 def test_sipp_uac_calls_a_baresip_and_receives_its_bye(tmp_path: Path, transport: str) -> None:
     # Over TCP too: pjsip sends big (authenticated) INVITEs over TCP.
     with (
@@ -255,6 +262,7 @@ def test_sipp_uac_calls_a_baresip_and_receives_its_bye(tmp_path: Path, transport
 @needs_kamailio
 @needs_baresip
 @needs_sipp
+@pytest.mark.lab  # starts processes
 def test_blind_transfer_refer_is_accepted_by_sipp(tmp_path: Path) -> None:
     trunk_port = free_port()
     with (
@@ -278,6 +286,7 @@ def test_blind_transfer_refer_is_accepted_by_sipp(tmp_path: Path) -> None:
 @needs_kamailio
 @needs_baresip
 @needs_sipp
+@pytest.mark.lab  # starts processes
 def test_pickup_sends_invite_with_replaces_to_the_caller(tmp_path: Path) -> None:
     # The caller is SIPp (UAC) whose Contact points at a second SIPp (UAS):
     # the pickup INVITE goes to the caller's contact, where it can be read.

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICE = ROOT / "systemd" / "kiosk.service"
 
 
+
+pytestmark = pytest.mark.lab  # every test here starts processes
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_unit_file_verifies_without_a_single_complaint(tmp_path: Path) -> None:
     kiosk = Path(sys.executable).parent / "kiosk"

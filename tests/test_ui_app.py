@@ -22,6 +22,9 @@ from .conftest import needs_lab
 SHOWN = "touchscreen: the panel is shown (800x480, language en)"
 
 
+
+pytestmark = pytest.mark.lab  # every test here starts processes
+
 def _start(unit_factory: Callable[..., Unit], tmp_path: Path, **env: str) -> Unit:
     unit = unit_factory(start=False)
     unit.headless = False

@@ -26,6 +26,7 @@ def test_the_argv_is_this_python_running_kiosk_ui(tmp_path: Path) -> None:
                         "--profile", str(tmp_path / "p.toml"), "--fullscreen"]
 
 
+@pytest.mark.lab  # starts processes
 def test_a_panel_that_keeps_dying_is_restarted_and_said_off_once(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="kiosk.ui")
@@ -44,6 +45,7 @@ def test_a_panel_that_keeps_dying_is_restarted_and_said_off_once(tmp_path: Path,
     assert len(off) == 1
 
 
+@pytest.mark.lab  # starts processes
 def test_stop_kills_a_panel_that_ignores_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     sup = PanelSupervisor(tmp_path / "s.sock", tmp_path / "p.toml", False)
