@@ -209,3 +209,20 @@ def test_after_the_sip_server_restarts_the_unit_is_reachable_again(unit_factory,
             assert unit.ctl("answer").rc == 0
             assert unit.ctl("hangup").rc == 0
             assert sipp.wait(15) == 0
+
+
+def test_sighup_is_logged_and_ignored_and_the_call_goes_on(unit_factory, phone) -> None:
+    import os
+    import signal
+
+    far = phone("2001")
+    unit = unit_factory()
+    assert unit.ctl("dial", "2001").rc == 0
+    far.wait_event("CALL_ESTABLISHED")
+    since = far.event_count()
+    os.kill(unit.proc.pid, signal.SIGHUP)
+    time.sleep(1.0)
+    assert unit.proc.running()
+    assert [c["state"] for c in unit.calls()] == ["talking"]
+    assert "CALL_CLOSED" not in [e.get("type") for e in far.events[since:]]
+    assert "SIGHUP received and ignored" in unit.log_path.read_text()
