@@ -320,6 +320,9 @@ class _Server:
         self.clients: set[Any] = set()  # the admitted connections' StreamWriters; only the loop touches it
         self.stopping = False
         self.refusing = False  # at the cap: said once in the log, not once per refused client
+        # Connections waiting for their next request, and since when: at the cap the longest
+        # idle one makes room, so a flood of idle clients never locks out `kiosk ctl calls`.
+        self.idle_since: dict[Any, float] = {}
         self.loop: Any = None
         self.thread: threading.Thread | None = None
         self.server: Any = None
@@ -413,7 +416,7 @@ class _Server:
         if self.stopping:
             writer.transport.abort()
             return
-        if len(self.clients) >= self.max_clients:
+        if len(self.clients) >= self.max_clients and not self._evict_idlest():
             self._refuse(writer)
             return
         self.clients.add(writer)
@@ -434,9 +437,24 @@ class _Server:
             writer.transport.abort()
         finally:
             self.clients.discard(writer)
+            self.idle_since.pop(writer, None)
             if self.refusing and len(self.clients) < self.max_clients:
                 self.refusing = False
                 log.info("control: below %d clients again; accepting new ones", self.max_clients)
+
+    def _evict_idlest(self) -> bool:
+        """At the cap: close the connection that has waited longest for a request, to let one in."""
+        if not self.idle_since:
+            return False  # every connection is a stream or mid-command: nobody to drop
+        idlest = min(self.idle_since, key=self.idle_since.__getitem__)
+        waited = self.loop.time() - self.idle_since.pop(idlest)
+        log.info("control: at %d clients; closing the one idle longest (%.0f s) to let a new one in",
+                 self.max_clients, waited)
+        idlest.write(_encode(_error(f"closing the connection: the unit is at its {self.max_clients} "
+                                    f"connections and this one was the longest idle ({waited:.0f} s)")))
+        idlest.close()
+        self.clients.discard(idlest)
+        return True
 
     def _refuse(self, writer: Any) -> None:
         """Over the cap: tell the client why in one line and close, rather than leave it waiting."""
@@ -457,6 +475,7 @@ class _Server:
         while not self.stopping:
             line = lines.pop()
             if line is None:
+                self.idle_since.setdefault(writer, self.loop.time())
                 try:
                     async with asyncio.timeout_at(None if idle is None else last + idle):
                         chunk = await reader.read(65536)
@@ -466,6 +485,8 @@ class _Server:
                     return
                 if chunk:
                     lines.feed(chunk)
+                    if b"\n" in chunk:
+                        self.idle_since.pop(writer, None)  # a request is in: busy until it is answered
                     continue
                 line = lines.rest()  # end of input; a last line without its newline is still answered
                 if line is None:

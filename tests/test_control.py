@@ -523,10 +523,12 @@ def test_a_client_beyond_the_cap_is_told_the_cap_and_closed(
     refusal = {"ok": False, "error": "too many clients: this unit serves at most 3 control connections at once; "
                                      "try again later"}
     with serving(tmp_path, max_clients=3) as unit:
-        held = [Raw(unit.path) for _ in range(3)]
+        streams = [Raw(unit.path) for _ in range(3)]  # event streams are never idle: none can make room
         try:
-            for raw in held:
-                assert raw.ask({"cmd": "calls"})["ok"] is True
+            for raw in streams:
+                raw.send(b'{"cmd": "events"}\n')
+                assert raw.line()  # the snapshot: the stream is open
+            eventually(lambda: unit.server.connections == 3)
 
             assert request(unit.path, "calls") == refusal
             extra = Raw(unit.path)  # one that sends nothing is told too, not left hanging
@@ -541,14 +543,57 @@ def test_a_client_beyond_the_cap_is_told_the_cap_and_closed(
             assert capsys.readouterr().err == f"kiosk ctl calls: {refusal['error']}\n"
             assert caplog.text.count("refusing new ones") == 1  # said once, not once per client
 
-            held.pop().close()
+            streams.pop().close()
             eventually(lambda: unit.server.connections == 2)
             assert request(unit.path, "calls")["ok"] is True
-            for raw in held:  # the ones let in were served throughout
+        finally:
+            for raw in streams:
+                raw.close()
+
+
+def test_at_the_cap_the_longest_idle_client_makes_room(tmp_path: Path) -> None:
+    with serving(tmp_path, max_clients=3) as unit:
+        held = [Raw(unit.path) for _ in range(3)]
+        try:
+            for raw in held:
+                assert raw.ask({"cmd": "calls"})["ok"] is True
+            eventually(lambda: unit.server.connections == 3)
+            assert request(unit.path, "calls")["ok"] is True  # let in: held[0] made room
+            told = held[0].line()
+            assert told["ok"] is False and "this one was the longest idle" in told["error"], told
+            assert held[0].at_eof()
+            for raw in held[1:]:  # the others are served as before
                 assert raw.ask({"cmd": "calls"})["ok"] is True
         finally:
             for raw in held:
                 raw.close()
+
+
+def test_a_thousand_idle_clients_at_the_default_cap_never_lock_out_calls(tmp_path: Path) -> None:
+    clients = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * clients + 200
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    idle: list[socket.socket] = []
+    try:
+        with serving(tmp_path) as unit:
+            for _ in range(clients):
+                idle.append(control._connect(unit.path, 5))
+            eventually(lambda: unit.server.connections == control.MAX_CLIENTS, timeout=10)
+            took = []
+            for _ in range(50):
+                started = time.perf_counter()
+                assert request(unit.path, "calls")["ok"] is True
+                took.append(time.perf_counter() - started)
+            took.sort()
+            assert took[47] < 0.050, f"calls p95 {took[47] * 1000:.1f} ms at the cap with {clients} idle clients"
+            assert unit.server.connections <= control.MAX_CLIENTS + 1
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def test_the_limits_are_checked(tmp_path: Path) -> None:
