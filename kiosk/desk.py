@@ -733,9 +733,8 @@ class Desk:
                             held_out=held)
         if not out.ok:
             return out
-        self._consume(got)
         row_id = out.data["row"]
-        waited = self._await_row(row_id, ("talking",), PICKUP_TIMEOUT)
+        waited = self._await_row(row_id, ("talking", "held by remote"), PICKUP_TIMEOUT)
         if waited is None:
             reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
             if row_id in self.rows:  # still ringing somewhere: do not leave it running
@@ -749,6 +748,7 @@ class Desk:
             # caller that cannot be picked up (its call goes on ringing there).
             # Said last, so that nothing the give-back causes replaces it on the screen.
             return self._refuse(action, f"cannot pick up the call ringing on {got}: {reason}")
+        self._consume(got)  # only now: a pickup that failed keeps the extension for another try
         return Outcome(True, data={"row": row_id, "remote": waited.remote})
 
     def _await_gone(self, row_id: int, timeout: float) -> bool:

@@ -22,6 +22,11 @@ from typing import Any
 
 #: pjsua2 2.15 (the x86_64 wheel) aborts the process on the 9th Account.create().
 MAX_ACCOUNTS = 8
+#: The shortest `[sip] rtp_timeout_seconds` (besides 0): RTCP reports come every 5 s or so.
+MIN_RTP_TIMEOUT_S = 3
+#: The shortest `[sip] keepalive_seconds` (besides 0): a keep-alive waits 3 s for its answer.
+MIN_KEEPALIVE_S = 5
+
 #: PJSUA_MAX_CALLS compiled into the wheel; a 5th call is refused by pjsua2.
 MAX_CALLS = 4
 
@@ -37,10 +42,17 @@ class Sip:
     listen: str = "127.0.0.1:5070"  # host:port for UDP and TCP
     trusted: tuple[str, ...] = ("127.0.0.1",)
     user_agent: str = "kiosk"
-    #: REGISTER expiry: also how soon a SIP server that restarted and lost its
-    #: registrations learns of this unit again.
+    #: REGISTER expiry (a server that restarted and lost its registrations
+    #: learns of this unit again through the keep-alives, long before this).
     register_expires: int = 300
     default_route: str | None = None
+    #: OPTIONS to each line's server this often at most: an unreachable server
+    #: shows as unregistered within it, and a server that forgot the line has it
+    #: registered again within it. 0: no keep-alives.
+    keepalive_seconds: int = 15
+    #: A call in conversation that receives no RTP and no RTCP for this long is hung
+    #: up (the far end crashed or lost its network). 0: never.
+    rtp_timeout_seconds: int = 60
 
     @property
     def host(self) -> str:
@@ -607,7 +619,8 @@ def _listen_problem(value: str) -> str | None:
 
 _SECTIONS = {
     "operator": ("name", "language"),
-    "sip": ("listen", "trusted", "user_agent", "default_route", "register_expires"),
+    "sip": ("listen", "trusted", "user_agent", "default_route", "register_expires", "keepalive_seconds",
+            "rtp_timeout_seconds"),
     "line": ("id", "label", "uri", "registrar", "username", "password", "password_file", "proxy"),
     "route": ("id", "label", "line", "prefix", "proxy"),
     "recording": ("always", "directory", "min_free_mb", "max_age_days", "max_total_mb"),
@@ -844,6 +857,21 @@ class _Builder:
         default_route = self.text(t, "sip", "default_route", '"internal"')
         expires = self.integer(t, "sip", "register_expires", "120", lo=30, hi=3600,
                                default=Sip.register_expires, unit=" of seconds")
+        keepalive = self.integer(t, "sip", "keepalive_seconds", "15", lo=0, hi=3600,
+                                 default=Sip.keepalive_seconds, unit=" of seconds")
+        if keepalive is not _BAD and 0 < keepalive < MIN_KEEPALIVE_S:
+            self.problem("sip.keepalive_seconds",
+                         f"must be 0 (no keep-alives) or from {MIN_KEEPALIVE_S} to 3600 seconds, like "
+                         f"keepalive_seconds = 15, got {keepalive} (each keep-alive waits 3 s for its answer)")
+            keepalive = _BAD
+        rtp_timeout = self.integer(t, "sip", "rtp_timeout_seconds", "60", lo=0, hi=3600,
+                                   default=Sip.rtp_timeout_seconds, unit=" of seconds")
+        if rtp_timeout is not _BAD and 0 < rtp_timeout < MIN_RTP_TIMEOUT_S:
+            self.problem("sip.rtp_timeout_seconds",
+                         f"must be 0 (never) or from {MIN_RTP_TIMEOUT_S} to 3600 seconds, like "
+                         f"rtp_timeout_seconds = 60, got {rtp_timeout} (a shorter one could end calls in a "
+                         "moment of packet loss)")
+            rtp_timeout = _BAD
         known = all(r.id for r in routes)  # with a bad route id, "no such route" may be wrong
         if isinstance(default_route, str) and known and not any(r.id == default_route for r in routes):
             ids = [r.id for r in routes if r.id]
@@ -856,6 +884,8 @@ class _Builder:
             user_agent=Sip.user_agent if user_agent is _BAD else user_agent,
             default_route=None if default_route is _BAD else default_route,
             register_expires=Sip.register_expires if expires is _BAD else expires,
+            keepalive_seconds=Sip.keepalive_seconds if keepalive is _BAD else keepalive,
+            rtp_timeout_seconds=Sip.rtp_timeout_seconds if rtp_timeout is _BAD else rtp_timeout,
         )
 
     def trusted(self, t: Mapping[str, Any]) -> tuple[str, ...]:

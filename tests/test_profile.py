@@ -644,3 +644,53 @@ def test_register_expires_is_read_and_range_checked(tmp_path) -> None:
     else:
         raise AssertionError("register_expires = 5 was accepted")
     assert "sip.register_expires" in text and "from 30 to 3600" in text
+
+
+def test_keepalive_seconds_defaults_to_15_and_0_turns_keepalives_off(tmp_path: Path) -> None:
+    assert load_profile(write(tmp_path, profile_text())).sip.keepalive_seconds == 15
+    off = HEAD + "keepalive_seconds = 0\n"
+    assert load_profile(write(tmp_path, profile_text(head=off), "off.toml")).sip.keepalive_seconds == 0
+    five = HEAD + "keepalive_seconds = 5\n"
+    assert load_profile(write(tmp_path, profile_text(head=five), "five.toml")).sip.keepalive_seconds == 5
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("3", "must be 0 (no keep-alives) or from 5 to 3600 seconds, like keepalive_seconds = 15, got 3 "
+          "(each keep-alive waits 3 s for its answer)"),
+    ("-1", "must be a whole number of seconds from 0 to 3600, like keepalive_seconds = 15, got -1"),
+    ("4000", "must be a whole number of seconds from 0 to 3600, like keepalive_seconds = 15, got 4000"),
+    ('"30"', "must be a whole number of seconds from 0 to 3600, like keepalive_seconds = 15, got '30'; "
+             "write it without quotes"),
+    ("true", "must be a whole number of seconds from 0 to 3600, like keepalive_seconds = 15, got true"),
+])
+def test_a_bad_keepalive_seconds_is_reported_with_the_right_form(tmp_path: Path, value: str, message: str) -> None:
+    text = profile_text(head=HEAD + f"keepalive_seconds = {value}\n")
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "sip.keepalive_seconds"
+    assert problem.line == line_of(text, "keepalive_seconds")
+    assert problem.message == message
+
+
+def test_keepalive_seconds_in_the_wrong_table_is_pointed_to_sip(tmp_path: Path) -> None:
+    text = profile_text(tail="[recording]\nkeepalive_seconds = 20\n")
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "recording.keepalive_seconds"
+    assert "belongs in [sip]" in problem.message
+
+
+def test_rtp_timeout_seconds_defaults_to_60_and_0_turns_it_off(tmp_path: Path) -> None:
+    assert load_profile(write(tmp_path, profile_text())).sip.rtp_timeout_seconds == 60
+    off = HEAD + "rtp_timeout_seconds = 0\n"
+    assert load_profile(write(tmp_path, profile_text(head=off), "off.toml")).sip.rtp_timeout_seconds == 0
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("2", "must be 0 (never) or from 3 to 3600 seconds, like rtp_timeout_seconds = 60, got 2 "
+          "(a shorter one could end calls in a moment of packet loss)"),
+    ("-5", "must be a whole number of seconds from 0 to 3600, like rtp_timeout_seconds = 60, got -5"),
+])
+def test_a_bad_rtp_timeout_seconds_is_reported_with_the_right_form(tmp_path: Path, value: str, message: str) -> None:
+    text = profile_text(head=HEAD + f"rtp_timeout_seconds = {value}\n")
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "sip.rtp_timeout_seconds"
+    assert problem.message == message

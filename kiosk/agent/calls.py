@@ -17,6 +17,7 @@ zombies, which the agent thread releases once the slot is free again.
 from __future__ import annotations
 
 import collections
+import ctypes
 import gc
 import logging
 import re
@@ -77,6 +78,19 @@ def asserted_party(event: "pj.SipEvent") -> str:
     return remote_party(m.group(1).split(",", 1)[0]) if m else ""
 
 
+_pjsua_lib: "ctypes.CDLL | None" = None
+
+
+def _call_user_data(slot: int) -> int:
+    """pjsua's user data of a call slot (the pjsua2 Call that owns it), 0 when none."""
+    global _pjsua_lib
+    if _pjsua_lib is None:
+        _pjsua_lib = ctypes.CDLL(pj._pjsua2.__file__)
+        _pjsua_lib.pjsua_call_get_user_data.restype = ctypes.c_void_p
+        _pjsua_lib.pjsua_call_get_user_data.argtypes = [ctypes.c_int]
+    return int(_pjsua_lib.pjsua_call_get_user_data(slot) or 0)
+
+
 def received_message(event: "pj.SipEvent") -> str:
     """The whole SIP message an event carries when it is one we received ("" otherwise)."""
     try:
@@ -116,6 +130,8 @@ class KCall(pj.Call):
         self.lost_since = 0.0  # when the audit first found pjsua no longer has this call
         self.dialog_kept = ""  # the Call-ID under which the dialogs file holds this call
         self.media_keys = 2  # media ioqueue slots pjsua holds for this call: RTP + RTCP per m-line (gate.py)
+        self.confirmed = False  # the INVITE is answered and ACKed: in conversation, not ringing with early media
+        self.route_set: list[str] = []  # an incoming call's Record-Route, for the BYE after a crash
 
     def __del__(self) -> None:
         """Die only on the agent thread and only while no other call holds our slot (see module doc).
@@ -134,8 +150,15 @@ class KCall(pj.Call):
             agent.calls.zombies.append(self)
 
     def slot_taken(self) -> bool:
-        """Whether pjsua's slot of this ended call now belongs to another call."""
-        return self.isActive()
+        """Whether pjsua's slot of this ended call now belongs to another call.
+
+        `isActive` only looks at the slot's INVITE session, which a new call in
+        the slot may not have yet; a slot whose user data points anywhere is taken too.
+        """
+        if self.isActive():
+            return True
+        slot = self.getId()
+        return slot != pj.PJSUA_INVALID_ID and bool(_call_user_data(slot))
 
     # --- callbacks (agent thread, inside pjsua2) ---------------------------
 
@@ -144,27 +167,33 @@ class KCall(pj.Call):
         state = _STATES.get(info.state, "dialling")
         if not self.sip_call_id:
             self.sip_call_id = info.callIdString
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.confirmed = True
         if state == "talking" and not self.dialog_kept and not self.silent:
             self._keep_dialog(prm.e)
         if state == "ended":
-            if not self.ended:  # its sockets' ioqueue slots come back only 500 ms from now
-                self.agent.budget.charge(self.media_keys)
-            if self.dialog_kept:
-                self.agent.dialogs.remove(self.dialog_kept)
-                self.dialog_kept = ""
-            self.ended = True
-            # By row id, not by a closure over self: a deferred job keeping the
-            # object alive would let pjsua reuse its slot first.
-            row_id = self.id
-            self.agent.deferred.append(lambda: self.agent.calls.remove(row_id))
-            if self.agent.media:
-                self.agent.media.forget(self)
+            self.finish()
         log.info("call %d: %s %s %s", self.id, info.stateText, info.lastStatusCode, info.lastReason)
         if self.silent:
             return
         self.asserted = asserted_party(prm.e) or self.asserted
         self.agent.emit(ev.CallProgress(self.id, state, int(info.lastStatusCode), info.lastReason,
                                         self.asserted or remote_party(info.remoteUri)))
+
+    def finish(self) -> None:
+        """The call is over (its DISCONNECTED state, or the audit found it gone): let go of it everywhere."""
+        if not self.ended:  # its sockets' ioqueue slots come back only 500 ms from now
+            self.agent.budget.charge(self.media_keys)
+        if self.dialog_kept:
+            self.agent.dialogs.remove(self.dialog_kept)
+            self.dialog_kept = ""
+        self.ended = True
+        # By row id and the registry, not by a closure over self: a deferred job
+        # keeping the object alive would let pjsua reuse its slot first.
+        row_id, calls = self.id, self.agent.calls
+        self.agent.deferred.append(lambda: calls.remove(row_id))
+        if self.agent.media:
+            self.agent.media.forget(self)
 
     def _keep_dialog(self, event: "pj.SipEvent") -> None:
         """Note the dialog in the dialogs file from the 2xx we got (caller) or the ACK (callee)."""
@@ -178,6 +207,7 @@ class KCall(pj.Call):
         if dialog is None:
             return
         if not caller:
+            dialog.route = list(self.route_set)  # the INVITE's Record-Route, in the order it came
             try:
                 dialog.target = remote_contact_uri(self.getInfo().remoteContact) or dialog.target
             except pj.Error:
@@ -338,7 +368,16 @@ class CallRegistry:
                 busy = False
             if busy:
                 self.zombies.append(call)
+                continue
+            ref = weakref.ref(call)
             del call  # the last reference: pjsua2's destructor runs here, on the agent thread
+            if ref() is not None:
+                # A reference cycle keeps it: collect it now, here and while its slot is free
+                # (its finaliser has run already and would not guard a later collection).
+                gc.collect()
+                if ref() is not None:
+                    log.error("an ended call object is still referenced after a collection: %r",
+                              gc.get_referrers(ref())[:3])
 
     def all(self) -> list[KCall]:
         return list(self._calls.values())

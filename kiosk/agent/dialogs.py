@@ -13,6 +13,7 @@ cut leaves the old or the new version, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,6 +90,11 @@ def _split_list(values: list[str]) -> list[str]:
 def _uri(value: str) -> str:
     m = re.search(r"<([^>]*)>", value)
     return (m.group(1) if m else value.split(";", 1)[0]).strip()
+
+
+def record_route(msg: str) -> list[str]:
+    """The Record-Route URIs of a request, in the order they came (a callee's route set)."""
+    return [_uri(v) for v in _split_list(headers(msg).get("record-route", []))]
 
 
 def dialog_from(msg: str, we_are_caller: bool) -> Dialog | None:
@@ -180,25 +186,52 @@ def bye_request(d: Dialog, via_host: str, via_port: int, branch: str, user_agent
     return "\r\n".join(lines).encode()
 
 
+def _source_for(dest: tuple[str, int], family: int, bind: str) -> str | None:
+    """The local address packets to `dest` leave from (what the Via must name for the answer to come back)."""
+    if bind:
+        return bind
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(dest)  # UDP: no packet, only the route lookup
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
 def end_leftovers(path: Path, bind_host: str, user_agent: str, wait_s: float = BYE_WAIT_S) -> list[tuple[str, str]]:
-    """BYE every dialog the last run left in `path`, then empty it; returns (call-id, outcome) pairs."""
+    """BYE every dialog the last run left in `path`, then empty it; returns (call-id, outcome) pairs.
+
+    Never raises: a clean-up that cannot be done must not keep the unit from starting.
+    """
+    try:
+        return _end_leftovers(path, bind_host, user_agent, wait_s)
+    except Exception as exc:  # e.g. an address family the machine does not have
+        log.error("could not end the calls the last run left open (%s): %s", path, exc)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return []
+
+
+def _end_leftovers(path: Path, bind_host: str, user_agent: str, wait_s: float) -> list[tuple[str, str]]:
     dialogs = load(path)
     results: list[tuple[str, str]] = []
     if not dialogs:
         return results
-    host = "127.0.0.1" if bind_host in ("", "0.0.0.0") else bind_host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bind = bind_host.strip("[]") if bind_host not in ("", "0.0.0.0", "::") else ""
+    family = socket.AF_INET6 if ":" in bind or bind_host == "::" else socket.AF_INET
     pending: dict[str, tuple[bytes, tuple[str, int], Dialog]] = {}
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((bind or ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0))
         port = sock.getsockname()[1]
         for d in dialogs:
             dest = _hostport(d.route[0] if d.route else d.target)
-            if dest is None:
-                results.append((d.call_id, f"no address in {d.target!r}"))
+            source = _source_for(dest, family, bind) if dest is not None else None
+            if dest is None or source is None:
+                results.append((d.call_id, f"no route to {d.route[0] if d.route else d.target!r}"))
                 continue
             branch = "z9hG4bK" + _token(16)
-            pending[branch] = (bye_request(d, host, port, branch, user_agent), dest, d)
+            via = f"[{source}]" if ":" in source else source
+            pending[branch] = (bye_request(d, via, port, branch, user_agent), dest, d)
         deadline = time.monotonic() + wait_s
         next_send = 0.0
         sock.settimeout(0.1)
@@ -224,8 +257,6 @@ def end_leftovers(path: Path, bind_host: str, user_agent: str, wait_s: float = B
         results += [(d.call_id, "no answer") for _, _, d in pending.values()]
     for call_id, outcome in results:
         log.warning("ended a call the last run left open (Call-ID %s): BYE %s", call_id, outcome)
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass
     return results

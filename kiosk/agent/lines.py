@@ -1,16 +1,22 @@
 """pjsua2 accounts: one per profile line, plus one per route that has its own trunk proxy.
 
+A line's requests go to its `proxy`, else to its registrar (loose-routed, as an
+outbound proxy): a desk phone sends its calls to the server it registers with,
+not to whatever the number's domain resolves to (that went to port 5060 of the
+domain whatever port the registrar had, and the call went nowhere for 32 s).
 A trunk route is an account with the line's identity and credentials, the
 trunk as its only proxy and no registrar (measured to work: DESIGN.md); the
 profile refuses more accounts than the wheel can hold (8; the 9th aborts).
 Incoming calls are screened here against `[sip] trusted` before the desk
 hears of them; the reject itself is deferred out of the callback because
 pjsua2 aborts when a call without SDP is answered or rejected inside it.
+Keep-alives and the end of calls that reach nobody: keepalive.py.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
@@ -19,6 +25,9 @@ from .. import events as ev
 from ..desk import AgentError
 from ..profile import Line, Profile
 from .calls import KCall, remote_party
+from .gate import MAX_OFFER_MLINES, media_keys
+from .dialogs import record_route
+from .keepalive import Keepalive
 
 if TYPE_CHECKING:
     from .thread import PjAgent
@@ -54,6 +63,8 @@ class LineAccount(pj.Account):
         self.agent = agent
         self.line = line
         self.route = route
+        #: The first hop of this account's requests, as named to the operator.
+        self.server = (line.proxy or line.registrar) if route is None else ""
 
     def config(self, proxy: str | None, register: bool) -> pj.AccountConfig:
         line = self.line
@@ -71,6 +82,7 @@ class LineAccount(pj.Account):
         cfg.sipConfig.authCreds.append(cred)
         if proxy:
             cfg.sipConfig.proxies.append(_with_lr(proxy))
+            self.server = proxy.replace(";lr", "")
         # The desk decides about hold and media; no ICE/STUN on a LAN desk unit.
         cfg.natConfig.iceEnabled = False
         # One codec in the answer already: no codec-lock re-INVITE right after
@@ -90,6 +102,12 @@ class LineAccount(pj.Account):
         reason = prm.reason or info.regStatusText
         if int(prm.code) in (401, 403, 407):
             reason = f"{reason}: check username and password of line {self.line.id}"
+        keepalive = self.agent.lines.keepalive if self.agent.lines else None
+        if keepalive is not None:
+            keepalive.registration(self, registered, time.monotonic())
+            down = keepalive.down_reason(self)
+            if not registered and down and int(prm.code) in (408, 503):
+                reason = down  # clearer than pjsip's own "Request Timeout"
         log.info("line %s: REGISTER %s %s (expires %s)", self.line.id, prm.code, prm.reason, prm.expiration)
         self.agent.emit(ev.LineState(self.line.id, registered, int(prm.code), reason))
 
@@ -98,6 +116,12 @@ class LineAccount(pj.Account):
         host = source_host(prm.rdata.srcAddress)
         call = KCall(agent, self, agent.new_id(), "in", prm.callId)
         agent.calls.add(call)
+        try:  # the media sockets pjsua made for this offer (the INVITE gate's budget)
+            invite = prm.rdata.wholeMsg
+            call.media_keys = media_keys(invite.encode("utf-8", "surrogateescape"))
+            call.route_set = record_route(invite)
+        except Exception:  # an offer the binding cannot hand over as text: count the most the gate lets in
+            call.media_keys = 2 * MAX_OFFER_MLINES
         if host not in agent.trusted:
             log.warning("refusing call from untrusted host %s", prm.rdata.srcAddress)
             call.silent = True
@@ -119,11 +143,13 @@ class Lines:
         self.profile = profile
         self.by_line: dict[str, LineAccount] = {}
         self.by_route: dict[str, LineAccount] = {}
+        self.keepalive: Keepalive | None = None
 
     def create(self) -> None:
         for line in self.profile.lines:
             acc = LineAccount(self.agent, line)
-            acc.create(acc.config(line.proxy, register=True), True)
+            # No proxy: the registrar is the line's outbound proxy (see the module doc).
+            acc.create(acc.config(line.proxy or line.registrar, register=True), True)
             self.by_line[line.id] = acc
         for route in self.profile.routes:
             if route.proxy:
@@ -131,6 +157,18 @@ class Lines:
                 acc = LineAccount(self.agent, line, route.id)
                 acc.create(acc.config(route.proxy, register=False), False)
                 self.by_route[route.id] = acc
+
+    def start_keepalive(self) -> None:
+        """Install the keep-alives of the lines (and the check of unanswered calls) as periodic agent work."""
+        self.keepalive = Keepalive(self.agent, self)
+        self.agent.periodic.append(self.keepalive.tick)
+
+    def by_acc_id(self, acc_id: int) -> LineAccount | None:
+        """The account with this pjsua account id."""
+        for acc in list(self.by_line.values()) + list(self.by_route.values()):
+            if acc.getId() == acc_id:
+                return acc
+        return None
 
     def account_for(self, line_id: str, route_id: str | None) -> LineAccount:
         """The account a call on this line and route goes out through."""
@@ -142,6 +180,9 @@ class Lines:
             raise AgentError(f"unknown line {line_id!r}") from None
 
     def release(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.close()
+            self.keepalive = None
         for acc in list(self.by_route.values()) + list(self.by_line.values()):
             try:
                 acc.shutdown()

@@ -50,14 +50,14 @@ def interfaces(bound_host: str) -> Snapshot:
         if st is None or not st.isup:
             continue
         for entry in entries:
-            if entry.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
+            if entry.family != socket.AF_INET:
+                continue  # the unit's SIP transports are IPv4: a rotating IPv6 address is not its business
             address = entry.address.split("%", 1)[0]
             if bound_host not in ("", "0.0.0.0", "::"):
                 if address == bound_host:
                     out.add((name, address))
                 continue
-            if address.startswith(("127.", "fe80:")) or address == "::1":
+            if address.startswith("127."):
                 continue
             out.add((name, address))
     return frozenset(out)
@@ -72,6 +72,7 @@ class NetWatch:
         self.last: Snapshot = interfaces(bound_host)
         self.down = not self.last
         self._next = 0.0
+        self._pending: Snapshot | None = None  # a change seen once: acted on when the next look agrees
 
     def __call__(self, now: float) -> None:
         if now < self._next:
@@ -79,9 +80,14 @@ class NetWatch:
         self._next = now + CHECK_S
         snap = interfaces(self.bound_host)
         if snap == self.last:
+            self._pending = None
             return
+        if snap != self._pending:  # wait one more look: an address being replaced, a link bouncing
+            self._pending = snap
+            return
+        self._pending = None
         gone, new = sorted(self.last - snap), sorted(snap - self.last)
-        self.last = snap
+        previous, self.last = self.last, snap
         described = ", ".join([f"{n} {a} gone" for n, a in gone] + [f"{n} {a} new" for n, a in new])
         if not snap:
             self.down = True
@@ -97,13 +103,14 @@ class NetWatch:
         log.warning("network changed (%s): restarting SIP transports, registering again", described)
         self.agent.emit(ev.Alert("network back: registering again" if was_down
                                  else f"network changed ({described}): registering again"))
-        self.restart()
+        if not self.restart():
+            self.last, self.down = previous, was_down  # try again at the next look
 
-    def restart(self) -> None:
+    def restart(self) -> bool:
         """pjsua2's own IP-change handling: new listeners, REGISTER again, re-INVITE the calls."""
         ep = self.agent.ep
         if ep is None:
-            return
+            return False
         prm = pj.IpChangeParam()
         prm.restartListener = True
         try:
@@ -111,3 +118,5 @@ class NetWatch:
         except pj.Error as exc:
             log.warning("network change: pjsua2 could not follow it: %s", exc.reason)
             self.agent.emit(ev.Alert(f"network change: the SIP stack could not follow it ({exc.reason.strip()})"))
+            return False
+        return True

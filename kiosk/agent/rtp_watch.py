@@ -41,7 +41,8 @@ def activity(call: "KCall") -> int | None:
             stat = call.getStreamStat(mi.index)
         except pj.Error:
             return None
-        return int(stat.rtcp.rxStat.pkt) + int(stat.rtcp.txStat.updateCount)
+        rx = stat.rtcp.rxStat  # packets of any payload type count, comfort noise included
+        return int(rx.pkt) + int(rx.discard) + int(stat.rtcp.txStat.updateCount)
     return None
 
 
@@ -60,7 +61,10 @@ class RtpWatch:
         self._next = now + CHECK_S
         alive = set()
         for call in self.agent.calls.active():
-            if not call.media_active or call.local_hold or call.remote_hold or call.hold_sent:
+            # Only calls in conversation: a ringing call with early media may legitimately be
+            # silent for as long as it rings.
+            if (not call.confirmed or not call.media_active or call.local_hold or call.remote_hold
+                    or call.hold_sent):
                 self._seen.pop(call.id, None)  # restart the clock when it is back in conversation
                 continue
             count = activity(call)

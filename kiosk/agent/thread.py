@@ -44,8 +44,6 @@ PERIODIC_S = 0.25
 #: How often every call is checked against pjsua's own table, and how long a lost one may stay.
 AUDIT_S = 2.0
 AUDIT_GRACE_S = 1.5
-#: The RTP/RTCP inactivity timeout when the profile does not set one.
-RTP_TIMEOUT_S = 60
 STOP = object()
 
 
@@ -282,9 +280,10 @@ class PjAgent:
             self.local_audio = start_local_audio(self, self.profile.audio.device)
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
+        self.lines.start_keepalive()  # keep-alives and unanswered calls (keepalive.py)
         self.periodic.append(self._audit_calls)
         self.periodic.append(NetWatch(self, sip.host))
-        self.periodic.append(RtpWatch(self, getattr(sip, "rtp_timeout_seconds", RTP_TIMEOUT_S)))
+        self.periodic.append(RtpWatch(self, sip.rtp_timeout_seconds))
 
     def _loop(self) -> None:
         assert self.ep is not None
@@ -423,10 +422,7 @@ class PjAgent:
             if now - call.lost_since < AUDIT_GRACE_S:
                 continue
             log.error("call %d: gone from pjsua without a DISCONNECTED report: ending its row", call.id)
-            call.ended = True
-            if self.media:
-                self.media.forget(call)
-            self.calls.remove(call.id)
+            call.finish()
             if not call.silent:
                 self.emit(ev.CallProgress(call.id, "ended", 0, "the call was lost by the SIP stack"))
 

@@ -527,6 +527,17 @@ class Kamailio:
             self._proc.stop()
             self._proc = None
 
+    def restart(self, down_s: float = 0.0, timeout: float = 10.0) -> Kamailio:
+        """Stop kamailio and start it again on the same ports, `down_s` seconds later.
+
+        The new process knows nothing of the old one: no registrations (usrloc is
+        in memory), a new nonce secret -- what a PBX restart does to its phones.
+        """
+        self.stop()
+        if down_s > 0:
+            time.sleep(down_s)
+        return self.start(timeout)
+
     def running(self) -> bool:
         """True while the kamailio main process runs."""
         return self._proc is not None and self._proc.running()
