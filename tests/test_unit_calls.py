@@ -226,3 +226,18 @@ def test_sighup_is_logged_and_ignored_and_the_call_goes_on(unit_factory, phone) 
     assert [c["state"] for c in unit.calls()] == ["talking"]
     assert "CALL_CLOSED" not in [e.get("type") for e in far.events[since:]]
     assert "SIGHUP received and ignored" in unit.log_path.read_text()
+
+
+def test_number_is_consumed_by_call_so_conference_asks_for_the_next_party(unit_factory, phone) -> None:
+    far = phone("2002")
+    unit = unit_factory()
+    assert unit.ctl("set", "number", "2002").rc == 0
+    assert unit.ctl("dial").rc == 0
+    far.wait_event("CALL_ESTABLISHED")
+    assert unit.request("calls")["data"]["number"] == ""
+    conf = unit.ctl("conference")
+    assert conf.rc == 1 and conf.err == "kiosk ctl conference: number required for conference"
+    calls = unit.calls()
+    assert len(calls) == 1 and calls[0]["state"] == "talking"  # nobody held, nobody dialled
+    quick = unit.ctl("transfer", "quick")
+    assert quick.rc == 1 and "number required for quick transfer" in quick.err

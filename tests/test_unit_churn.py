@@ -81,3 +81,50 @@ def test_rapid_dial_and_hangup_leaves_no_ghost(unit_factory, phone) -> None:
     assert unit.ctl("hangup").rc == 0
     keeper.wait_event("CALL_CLOSED")
     assert wait_until(lambda: not unit.calls(), 10)
+
+
+def test_conferences_and_hang_ups_leave_no_stuck_row(unit_factory, phone) -> None:
+    """A three-party conference, then an N-party join of three held calls and two hang-ups:
+    every row can still be acted on, and the last one is an ordinary call (reproduced by taps before)."""
+    phones = {u: phone(u) for u in ("2001", "2002", "2003")}
+    unit = unit_factory()
+
+    def ok(out):
+        assert out.rc == 0, out.err
+        return out.out
+
+    b = ok(unit.ctl("dial", "2001"))["row"]
+    unit.wait_for(lambda calls: _talking(calls, b), timeout=15)
+    c = ok(unit.ctl("conference", "2002"))["row"]
+    unit.wait_for(lambda calls: _talking(calls, c), timeout=15)
+    ok(unit.ctl("conference"))
+    unit.wait_for(lambda calls: {x["state"] for x in calls} == {"in conference"})
+    for row in (b, c):
+        ok(unit.ctl("select", str(row)))
+        ok(unit.ctl("hangup"))
+    unit.wait_for(lambda calls: not calls)
+
+    rows = []
+    for user in phones:
+        row = ok(unit.ctl("dial", user))["row"]
+        unit.wait_for(lambda calls, r=row: _talking(calls, r), timeout=15)
+        ok(unit.ctl("hold"))
+        unit.wait_for(lambda calls, r=row: any(x["id"] == r and x["state"] == "on hold" for x in calls))
+        rows.append(row)
+    ok(unit.ctl("select", *map(str, rows)))
+    ok(unit.ctl("conference"))
+    unit.wait_for(lambda calls: [x["state"] for x in calls] == ["in conference"] * 3, timeout=15)
+    for row in rows[:2]:
+        ok(unit.ctl("select", str(row)))
+        ok(unit.ctl("hangup"))
+        unit.wait_for(lambda calls, r=row: all(x["id"] != r for x in calls))
+    time.sleep(1.5)
+    last = unit.wait_for(lambda calls: len(calls) == 1)
+    assert last[0]["id"] == rows[2] and last[0]["state"] == "talking", last
+    ok(unit.ctl("select", str(rows[2])))
+    ok(unit.ctl("hold"))  # an ordinary call again: every action works on it
+    unit.wait_for(lambda calls: calls[0]["state"] == "on hold")
+    ok(unit.ctl("connect"))
+    ok(unit.ctl("hangup"))
+    phones["2003"].wait_event("CALL_CLOSED")
+    unit.wait_for(lambda calls: not calls)

@@ -101,7 +101,7 @@ def test_route_with_its_own_proxy_sends_the_call_straight_to_its_trunk(
     assert "kiosk-lab-kamailio" not in invite and not _headers(invite, "Record-Route")
     assert _headers(invite, "Route") == [f"<sip:127.0.0.1:{port};lr>"]
     assert re.search(r"sip:1001@", _headers(invite, "From")[0])
-    assert "3003" not in kamailio.log_text()
+    assert not re.search(r"sip:3003@", kamailio.log_text())  # the call never went through the registrar
     assert [_request_line(m).split()[0] for m in trunk.received_requests()] == ["INVITE", "ACK", "BYE"]
 
 
