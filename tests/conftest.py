@@ -120,14 +120,15 @@ def unit_factory(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., U
 
     def make(lines: list[LabLine] | None = None, routes: list[LabRoute] | None = None,
              start: bool = True, wait_registered: bool = True, domain: str = "127.0.0.1",
-             **kw: object) -> Unit:
+             proxy: str | None = "kamailio", **kw: object) -> Unit:
         # domain=kamailio.address makes bare numbers resolvable by far ends too
         # (a Refer-To that baresip dials itself), as a real PBX domain would be.
         workdir = tmp_path / f"unit{len(units)}"
         sock = workdir / "control.sock"
         text = lab_profile_toml(
             listen=f"127.0.0.1:{free_port()}", registrar=f"sip:{kamailio.address}", domain=domain,
-            proxy=f"sip:{kamailio.address}",
+            # proxy=None: the line has only its registrar (which is then its outbound proxy too).
+            proxy=f"sip:{kamailio.address}" if proxy == "kamailio" else proxy,
             lines=lines or [LabLine("main", "1001", USERS["1001"])],
             routes=routes, socket=sock, recordings=workdir / "recordings", **kw)  # type: ignore[arg-type]
         unit = Unit(workdir, text, sock)

@@ -323,6 +323,15 @@ def os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+
+def _at_once(client: Callable[[], None], n: int) -> None:
+    """Run `client` on n threads together and wait for them all."""
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
 def test_fifty_clients_connecting_at_once_all_get_answers(unit: Unit) -> None:
     # Plain sockets with a timeout and no retry: what failed with EAGAIN on a backlog of 5.
     start = threading.Barrier(50)
@@ -339,11 +348,7 @@ def test_fifty_clients_connecting_at_once_all_get_answers(unit: Unit) -> None:
         except OSError as exc:
             replies.append(exc)
 
-    threads = [threading.Thread(target=client) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _at_once(client, 50)
     assert replies == [True] * 50
 
 
@@ -358,11 +363,7 @@ def test_fifty_requests_at_once_all_get_answers(unit: Unit) -> None:
         except ControlError as exc:
             replies.append(exc)
 
-    threads = [threading.Thread(target=client) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _at_once(client, 50)
     assert replies == [True] * 50
 
 

@@ -60,7 +60,7 @@ def test_a_new_call_survives_the_end_of_the_calls_before_it(unit_factory, phone)
 
 def test_rapid_dial_and_hangup_leaves_no_ghost(unit_factory, phone) -> None:
     """Ten dial/hang-up cycles in quick succession, with a second call up: nothing left behind."""
-    keeper, churn = phone("2001"), phone("2002")
+    keeper, _churn = phone("2001"), phone("2002")
     unit = unit_factory()
     first = unit.ctl("dial", "2001")
     assert first.rc == 0, first.err

@@ -15,17 +15,15 @@ import re
 import signal
 import socket
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from kiosk.lab.kamailio import Kamailio
-from kiosk.lab.ports import free_port
 from kiosk.lab.proc import wait_until
-from kiosk.lab.unit import LabLine, LabRoute, Unit, lab_profile_toml
+from kiosk.lab.unit import LabRoute, Unit
 
-from .conftest import USERS, needs_lab
+from .conftest import needs_lab
 
 pytestmark = [needs_lab, pytest.mark.lab]
 
@@ -33,31 +31,15 @@ KEEPALIVE_S = 5
 
 
 @pytest.fixture
-def bare_unit(tmp_path: Path, kamailio: Kamailio) -> Iterator[Callable[..., Unit]]:
-    """Factory: a unit whose line has the lab registrar and *no* proxy (unlike `unit_factory`)."""
-    units: list[Unit] = []
+def bare_unit(unit_factory: Callable[..., Unit]) -> Callable[..., Unit]:
+    """Factory: a unit whose line has the lab registrar and *no* proxy (unlike `unit_factory`'s default)."""
 
     def make(routes: list[LabRoute] | None = None, wait_registered: bool = True, **kw: Any) -> Unit:
-        workdir = tmp_path / f"bare{len(units)}"
-        sock = workdir / "control.sock"
-        text = lab_profile_toml(
-            listen=f"127.0.0.1:{free_port()}", registrar=f"sip:{kamailio.address}", domain="127.0.0.1",
-            lines=[LabLine("main", "1001", USERS["1001"])], routes=routes,
-            socket=sock, recordings=workdir / "recordings", **kw)
-        assert "\nproxy =" not in text.split("[[route]]")[0], text
-        unit = Unit(workdir, text, sock)
-        units.append(unit)
-        unit.start(wait_registered=wait_registered)
-        return unit
+        unit = unit_factory(routes=routes, wait_registered=wait_registered, proxy=None, start=False, **kw)
+        assert "\nproxy =" not in unit.profile_text.split("[[route]]")[0], unit.profile_text
+        return unit.start(wait_registered=wait_registered)
 
-    yield make
-    crashed = []
-    for u in units:
-        u.stop()
-        log = u.log_path.read_text(errors="replace") if u.log_path.exists() else ""
-        if "Fatal Python error" in log or "Assertion `" in log or "Traceback" in log:
-            crashed.append(f"{u.workdir}: {log[-3000:]}")
-    assert not crashed, "the unit crashed or logged a traceback:\n" + "\n".join(crashed)
+    return make
 
 
 def _line(unit: Unit) -> dict[str, Any]:

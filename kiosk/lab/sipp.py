@@ -150,6 +150,31 @@ def uas_scenario(
     return xml
 
 
+def _uac_invite(to_user: str | None, request_uri: str | None, from_user: str, contact: str | None,
+                subject: str) -> tuple[str, str, str, str]:
+    """(Request-URI, From, Contact, the INVITE with SDP) of a SIPp UAC scenario."""
+    user = to_user if to_user is not None else "[service]"
+    ruri = request_uri or f"sip:{user}@[remote_ip]:[remote_port]"
+    from_hdr = f"From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
+    contact_hdr = f"Contact: <{contact or f'sip:{from_user}@[local_ip]:[local_port];transport=[transport]'}>"
+    invite = "\n".join([
+        f"INVITE {ruri} SIP/2.0",
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+        from_hdr,
+        f"To: <{ruri}>",
+        "Call-ID: [call_id]",
+        "CSeq: 1 INVITE",
+        contact_hdr,
+        "Max-Forwards: 70",
+        f"Subject: {subject}",
+        "Content-Type: application/sdp",
+        "Content-Length: [len]",
+        "",
+        _SDP,
+    ])
+    return ruri, from_hdr, contact_hdr, invite
+
+
 def uac_scenario(
     to_user: str | None = None,
     request_uri: str | None = None,
@@ -167,27 +192,7 @@ def uac_scenario(
     `contact` replaces SIPp's own Contact URI (e.g. to have in-dialog or
     pickup requests sent to another process).
     """
-    user = to_user if to_user is not None else "[service]"
-    ruri = request_uri or f"sip:{user}@[remote_ip]:[remote_port]"
-    from_hdr = f"From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
-    contact_hdr = f"Contact: <{contact or f'sip:{from_user}@[local_ip]:[local_port];transport=[transport]'}>"
-    invite = "\n".join(
-        [
-            f"INVITE {ruri} SIP/2.0",
-            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
-            from_hdr,
-            f"To: <{ruri}>",
-            "Call-ID: [call_id]",
-            "CSeq: 1 INVITE",
-            contact_hdr,
-            "Max-Forwards: 70",
-            "Subject: kiosk lab call",
-            "Content-Type: application/sdp",
-            "Content-Length: [len]",
-            "",
-            _SDP,
-        ]
-    )
+    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, contact, "kiosk lab call")
     ack = "\n".join(
         [
             "ACK [next_url] SIP/2.0",
@@ -249,25 +254,7 @@ def cancel_scenario(
     The Request-URI is `request_uri`, else sip:<to_user or [service]>@remote.
     CANCEL and ACK reuse the INVITE's Via (its branch) from the last response.
     """
-    user = to_user if to_user is not None else "[service]"
-    ruri = request_uri or f"sip:{user}@[remote_ip]:[remote_port]"
-    from_hdr = f"From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
-    contact_hdr = f"Contact: <sip:{from_user}@[local_ip]:[local_port];transport=[transport]>"
-    invite = "\n".join([
-        f"INVITE {ruri} SIP/2.0",
-        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
-        from_hdr,
-        f"To: <{ruri}>",
-        "Call-ID: [call_id]",
-        "CSeq: 1 INVITE",
-        contact_hdr,
-        "Max-Forwards: 70",
-        "Subject: kiosk lab load",
-        "Content-Type: application/sdp",
-        "Content-Length: [len]",
-        "",
-        _SDP,
-    ])
+    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, None, "kiosk lab load")
     cancel = "\n".join([
         f"CANCEL {ruri} SIP/2.0",
         "[last_Via:]",
