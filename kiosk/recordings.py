@@ -684,14 +684,27 @@ class Recordings:
 
     def _sync(self, active: Active) -> None:
         """fsync the WAV (and, once, the sidecar and directory): what reached the kernel survives a power cut."""
+        # abort() (desk thread) and _complete() close the fd; what was watched a moment ago may
+        # be over now: never fsync a None, never open an fd for a recording that is done.
+        with self._cv:
+            if active.done or self._active.get(active.row) is not active:
+                return
+            fd = active.fd
         try:
-            if active.fd is None:
-                active.fd = os.open(active.wav, os.O_RDONLY)
+            if fd is None:
+                fd = os.open(active.wav, os.O_RDONLY)
                 _fsync_path(sidecar_of(active.wav))
                 _fsync_path(active.wav.parent)
-            os.fsync(active.fd)
-            size = os.fstat(active.fd).st_size
-        except OSError as exc:
+                with self._cv:
+                    keep = active.fd is None and not active.done and self._active.get(active.row) is active
+                    if keep:
+                        active.fd = fd
+                if not keep:
+                    os.close(fd)
+                    return
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        except OSError as exc:  # EBADF included: closed by abort() in the meantime
             log.debug("row %d: fsync of %s: %s", active.row, active.wav.name, exc)
             return
         if size != active.size:
