@@ -200,7 +200,7 @@ def main() -> int:
     print(f"Audio proof (each far end's recording, FFT): **{'ok' if heard_ok else 'FAILED'}** — " + "; ".join(heard) + ".")
     print("Not like for like: baresip makes a 48 kHz stereo tone per call and resamples it to 16 kHz "
           "(ausine only runs at 48 kHz), while the headless kiosk's null device gives silence for nothing; "
-          "the kiosk's local audio bridge to a sound card (hw) adds 2.5-3.1 % of a core (DESIGN.md, measured).")
+          "the kiosk's local audio bridge to a sound card (hw) adds about 1.5 % of a core (bench/audio_bridge.py).")
     print(f"Target: <= 10 % of one core in a 5-party conference: "
           f"**{'met' if k['cpu'] <= 10 else 'MISSED'}** ({k['cpu']:.2f} %).")
     return 0

@@ -1,4 +1,4 @@
-"""The panel's words: the Russian labels are the product's own (SPEC.md); the desk's English
+"""The panel's words: the Russian labels are the product's own (its Russian product page); the desk's English
 reasons and alerts are shown in Russian on a Russian panel (and stay English everywhere else)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bursts of malformed INVITEs against the real unit: it stays up, registered, without ghost rows, and serves.
 
-The INVITE cases of RFC 4475 (read at test time from /work/shared/robustness,
+The INVITE cases of RFC 4475 (read at test time from shared/robustness beside the checkout,
 never copied here) are sent at about 100 a second, each followed 10 ms later
 by a CANCEL when it names enough for one, as a SIP fuzzing suite does; every
 host they name is rewritten to the sender's loopback address first

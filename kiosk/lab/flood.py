@@ -11,7 +11,7 @@ Test material such as RFC 4475's torture messages names outside hosts
 machine, so `loopback()` rewrites every host in a message to the sender's own
 loopback address (and port, in the headers) before it is sent, keeping the
 message's Content-Length as wrong (or right) as it was.  The material itself is
-read at run time from where it lives (`/work/shared/robustness`), never copied.
+read at run time from `shared/robustness` beside the checkout (test material that stays outside the repository), never copied.
 """
 
 from __future__ import annotations

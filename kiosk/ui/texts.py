@@ -1,6 +1,6 @@
 """The panel's words in English and Russian, chosen by the profile's `[operator] language`.
 
-The Russian labels are the product's own (SPEC.md). The desk's refusal reasons
+The Russian labels are the product's own (its original Russian product page). The desk's refusal reasons
 and the alerts are English sentences (the control socket and the logs keep them
 so: CTI integrations parse them); the panel translates them here with an ordered
 table of patterns over the English. A sentence no pattern knows is shown in
