@@ -592,11 +592,12 @@ class LocalAudio:
     pjsua2's port calls `feed_playback` and `take_capture` from pjmedia's clock
     thread. A supervisor thread starts the device process, watches its
     callbacks, and kills and restarts it when the device is missing, stalls or
-    vanishes; `alert(message)` is called from that thread once when the device
+    vanishes; `alert(message, code, params)` is called from that thread once when the device
     is missing or lost and once when it is back.
     """
 
-    def __init__(self, device: str | int, alert: Callable[[str], None] = lambda m: None,
+    def __init__(self, device: str | int,
+                 alert: Callable[[str, str, dict[str, Any]], None] = lambda m, c, p: None,
                  retry_s: float = RETRY_S, stats_path: Path | None = None) -> None:
         self.device = device
         self.alert = alert
@@ -697,13 +698,14 @@ class LocalAudio:
                 reason = self._spawn()
                 if reason is None:
                     if missing is not None:
-                        self.alert(f"Audio device {self.device!r} is back")
+                        self.alert(f"Audio device {self.device!r} is back", "audio_back", {"device": self.device})
                     missing = None
                 else:
                     if missing is None:
                         log.warning("%s", reason)
                         self.alert(f"{_capital(reason)}: calls continue without the headset; "
-                                   f"retrying every {self.retry_s:g} s")
+                                   f"retrying every {self.retry_s:g} s", "audio_missing",
+                                   {"reason": reason, "seconds": self.retry_s})
                     missing = reason
                     next_try = now + self.retry_s
             elif self._child is not None and not self._healthy():
@@ -712,7 +714,8 @@ class LocalAudio:
                 missing = f"audio device {self.device!r} stopped"
                 log.warning("%s; reopening", missing)
                 self.alert(f"Audio device {self.device!r} stopped: calls continue without the headset; "
-                           f"retrying every {self.retry_s:g} s")
+                           f"retrying every {self.retry_s:g} s", "audio_stopped",
+                           {"device": self.device, "seconds": self.retry_s})
                 next_try = now + min(1.0, self.retry_s)
             self._write_stats()
             self._log_counters()

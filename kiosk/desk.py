@@ -5,14 +5,35 @@ pjsua2, Kivy or gpiozero: front-ends call the command methods, the SIP agent is
 an object given to the constructor (the real pjsua2 one, or a fake in unit
 tests), and everything the world should know leaves as an event.
 
-Threads: commands arrive on front-end threads, agent events on the agent
-thread. One re-entrant lock guards the table; it is never held while waiting
-for the agent, so the agent thread can always deliver its events.
+Threads. One desk thread runs an asyncio loop that owns every piece of desk
+state; nothing else reads or writes the table. A command from any front-end's
+thread is handed to that loop and answered at once: refused (a code, its
+parameters and the English words), done, or accepted and still running. An
+action that must wait for SIP (a hold before a dial, a pickup waiting for the
+answer, a conference holding its members) is a coroutine on the loop: while it
+waits, the loop runs every other command and agent event, so a Hang up is
+never queued behind a Pickup's INVITE. What such an action does later arrives
+as events tied to its row and to its command id (``ActionDone`` or
+``ActionFailed``), and ``Outcome.wait()`` gives the final outcome in-process.
+
+Why one loop and not a lock: the rules of several actions span seconds of SIP
+(consult = hold, dial, answer), and with a lock every caller either held it
+across those waits (freezing the panel) or read and wrote the table around
+them (the old reads outside the lock). On one loop each step of each action
+runs alone, in the order things happened, and a step never blocks.
+
+Agent events are handed to the loop too. From the agent thread the hand-over
+waits until the loop has applied the event (a few microseconds; the loop never
+waits for the agent), so the agent's order of events and replies is the
+desk's order; from the loop itself (a fake agent resolving at once) they are
+queued behind the current step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextvars
 import itertools
 import logging
 import threading
@@ -20,16 +41,20 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, Protocol
 
 from . import events as ev
+from . import i18n
+from .commands import ACTIONS, COMMANDS, check_args
 from .profile import MAX_CALLS, Profile
 from .recordings import RecordingRefused, Recordings, file_stem
 
 log = logging.getLogger("kiosk.desk")
 
-#: How long a command waits for the agent thread to accept it.
+#: How long an action step waits for the agent thread to accept a request.
 AGENT_TIMEOUT = 5.0
+#: How long a command may wait for the desk loop to take it (a loop this late is a bug, said as such).
+REPLY_TIMEOUT = 5.0
 #: How long a transfer may go without a final NOTIFY before the operator is told.
 TRANSFER_TIMEOUT = 30.0
 #: How long after a confirmed transfer the consulted party may take to release our leg.
@@ -38,17 +63,26 @@ CONSULT_RELEASE = 5.0
 PICKUP_TIMEOUT = 8.0
 #: How long a failed pickup waits for its own call to go before it gives back the held calls.
 PICKUP_RELEASE = 2.0
+#: How long the agent thread waits for the desk loop to apply one of its events.
+EVENT_HANDOVER = 2.0
+#: What the Number field takes from the keypad.
+DIAL_CHARS = frozenset("0123456789*#+")
 
 
 class AgentError(Exception):
-    """The agent could not do what was asked; str() is for the operator."""
+    """The agent could not do what was asked: a code and its parameters, and str() in English."""
+
+    def __init__(self, message: str, code: str = "agent_error", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params if params or code != "agent_error" else {"error": message}
 
 
 class CallGone(AgentError):
     """The agent has no such call (any more): the desk's row for it is stale."""
 
     def __init__(self, call: int) -> None:
-        super().__init__(f"call {call} has ended")
+        super().__init__(f"call {call} has ended", "call_ended", row=call)
         self.call = call
 
 
@@ -85,7 +119,8 @@ class Row:
     recording: bool = False
     local_hold: bool = False
     remote_hold: bool = False
-    note: str = ""  # last progress text for the operator (e.g. "transfer: 180 Ringing")
+    note: str = ""  # last progress text for the operator (e.g. "transfer: 180 Ringing"), in English
+    note_key: dict[str, Any] | None = None  # the note as {"code", "params"} for a translation
     recording_path: str = ""
 
     @property
@@ -106,6 +141,7 @@ class Row:
             "route": self.route,
             "recording": self.recording,
             "note": self.note,
+            "note_key": self.note_key,
         }
 
 
@@ -119,16 +155,59 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why an action cannot act: a code from the catalogues, its parameters, the row concerned."""
+
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+    row: int | None = None
+
+    def message(self, action: str | None = None, language: str = "en") -> str:
+        return i18n.message(self.code, self.params, language, action)
+
+    def as_json(self, action: str | None = None) -> dict[str, Any]:
+        return {"code": self.code, "params": self.params, "message": self.message(action), "row": self.row}
+
+
+def refusal(code: str, at: int | None = None, /, **params: Any) -> Refusal:
+    """A Refusal of `code` concerning row `at` (positional: `row` is a parameter of many codes)."""
+    return Refusal(code, params, at)
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What a desk command returns: done, or refused with a reason for the operator."""
+    """What a desk command returns: done, refused (with a code), or accepted and still running.
+
+    ``pending``: the command was accepted and waits for SIP; its final outcome
+    arrives as an ``ActionDone`` / ``ActionFailed`` event with ``command`` =
+    this command's id, and ``wait()`` gives it in-process.
+    """
 
     ok: bool
-    reason: str = ""
+    reason: str = ""  # the English message of a refusal
     data: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    action: str = ""
+    row: int | None = None
+    command: int | None = None
+    pending: bool = False
+    done: "Future[Outcome] | None" = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def refuse(cls, reason: str) -> "Outcome":
-        return cls(False, reason)
+    def refuse(cls, reason: str, code: str = "refused", **params: Any) -> "Outcome":
+        return cls(False, reason, code=code, params=params)
+
+    def wait(self, timeout: float | None = 60.0) -> "Outcome":
+        """The final outcome: this one when it is final, else the one the action ends with."""
+        if self.done is None:
+            return self
+        return self.done.result(timeout)
+
+    def error(self) -> dict[str, Any]:
+        """The refusal as the control socket's `error` object."""
+        return {"code": self.code, "action": self.action, "message": self.reason, "params": self.params,
+                "row": self.row}
 
 
 class _FromField(str):
@@ -137,6 +216,31 @@ class _FromField(str):
 
 #: How many refusals and alerts the desk keeps for the operator to read again.
 NOTICES = 20
+
+
+@dataclass
+class _Command:
+    """One command while it runs: its id, action, and the two futures its callers wait on."""
+
+    id: int
+    action: str
+    reply: "Future[Outcome]" = field(default_factory=Future)
+    done: "Future[Outcome]" = field(default_factory=Future)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def accept(self) -> None:
+        """The action now waits for SIP: its caller gets its reply (accepted, still running)."""
+        if not self.reply.done():
+            self.reply.set_result(Outcome(True, data=dict(self.data), action=self.action,
+                                          command=self.id, pending=True, done=self.done))
+
+
+#: The command whose step is running (each action's task carries its own).
+_CURRENT: contextvars.ContextVar[_Command | None] = contextvars.ContextVar("kiosk_desk_command", default=None)
+
+
+class DeskClosed(RuntimeError):
+    """The desk loop has stopped."""
 
 
 class Desk:
@@ -151,6 +255,7 @@ class Desk:
         self.profile = profile
         self.agent = agent
         self.ids = itertools.count(1)
+        self._command_ids = itertools.count(1)
         self.rows: dict[int, Row] = {}
         self.selection: list[int] = []
         self.line = profile.lines[0].id
@@ -169,17 +274,60 @@ class Desk:
         self.pending_conference: tuple[int, int] | None = None  # (held B, dialled C)
         self.conference_rows: set[int] = set()
         self.ended_reasons: dict[int, str] = {}
-        self._lock = threading.RLock()
-        self._changed_cv = threading.Condition(self._lock)
-        self._listeners: list[Callable[[ev.Event], None]] = []
         self.muted = False  # the operator's microphone (the agent mutes the headset)
         # The last refusals, alerts and failed calls, newest last, so that a reason
         # replaced on the status line can still be read (`calls` -> "notices").
         self.notices: collections.deque[dict[str, Any]] = collections.deque(maxlen=NOTICES)
+        self.available: dict[str, dict[str, Any] | None] = {}
+        self._listeners: list[Callable[[ev.Event], None]] = []
+        self._listeners_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
         # Files, sidecars, free space and retention; reads the profile at each use
         # because a profile may be swapped for the last good one.
         self.recording_files = Recordings(lambda: self.profile.recording, lambda: self.profile.operator.name,
                                           self._record_stop_low_space)
+        self._loop = asyncio.new_event_loop()
+        self._change: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="kiosk-desk", daemon=True)
+        self._thread.start()
+        self.call_soon(self._update_available)
+
+    # --- the loop ----------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def on_loop(self) -> bool:
+        """Whether the caller is the desk thread."""
+        return threading.current_thread() is self._thread
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) on the desk loop (from any thread); dropped once the desk has stopped."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the unit is stopping
+            log.debug("desk stopped: dropped %r", fn)
+
+    def on_desk(self, fn: Callable[..., Any], *args: Any, timeout: float = REPLY_TIMEOUT) -> Any:
+        """Run fn(*args) on the desk loop and return its result (directly when already there)."""
+        if self.on_loop():
+            return fn(*args)
+        result: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller
+                result.set_exception(exc)
+
+        if self._loop.is_closed():
+            raise DeskClosed("the desk has stopped")
+        self.call_soon(run)
+        return result.result(timeout)
 
     # --- wiring ------------------------------------------------------------
 
@@ -188,175 +336,598 @@ class Desk:
         self.agent.start(self.on_agent_event, lambda: next(self.ids))
 
     def stop(self) -> None:
+        """Stop the agent, complete the recordings' files, end the desk loop. Not from a listener."""
         self.agent.stop()
         self.recording_files.close()  # the agent released every recorder: complete their sidecars
+        self.close()
+
+    def close(self) -> None:
+        """End the desk loop (its running actions are cancelled)."""
+        if self._loop.is_closed() or not self._thread.is_alive():
+            return
+
+        def end() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            self._loop.call_soon(self._loop.stop)
+
+        self.call_soon(end)
+        if not self.on_loop():
+            self._thread.join(5.0)
 
     def subscribe(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
         """Call `listener` with every desk event; returns the unsubscribe function.
 
-        Listeners run on the thread that caused the event and must not block:
-        a front-end hands the event over to its own thread.
+        Listeners run on the desk thread and must not block: a front-end hands
+        the event over to its own thread.
         """
-        with self._lock:
+        with self._listeners_lock:
             self._listeners.append(listener)
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._listeners_lock:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
 
         return unsubscribe
 
     def _emit(self, event: ev.Event) -> None:
-        for listener in list(self._listeners):
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
             try:
                 listener(event)
             except Exception:  # a broken front-end must not break the desk
                 log.exception("listener %r failed on %s", listener, event.kind)
 
-    def _refuse(self, action: str, reason: str, row_id: int | None = None) -> Outcome:
-        log.info("refused %s: %s", action, reason)
-        self._notice(action, reason, row_id)
-        self._emit(ev.ActionFailed(action, reason, row_id))
-        return Outcome.refuse(reason)
+    # --- commands: any thread -> the loop ----------------------------------
 
-    def _notice(self, action: str, reason: str, row_id: int | None = None) -> None:
-        with self._lock:
-            self.notices.append({"time": round(time.time(), 3), "action": action, "reason": reason, "row": row_id})
+    def submit(self, name: str, /, **args: Any) -> "Future[Outcome]":
+        """Start a command from the table on the loop; the Future holds its reply (never blocks).
+
+        The arguments are checked against the command table first; a reply that
+        is `pending` has the final outcome in its `done` Future.
+        """
+        reply: Future[Outcome] = Future()
+        checked = check_args(name, args)
+        command = COMMANDS.get(name)
+        if isinstance(checked, tuple):
+            code, params = checked
+            reply.set_result(Outcome(False, i18n.message(code, params), code=code, params=params, action=name))
+            return reply
+        assert command is not None
+        action = command.action_for(checked)
+        method = getattr(self, f"_{name}", None)
+        if method is None:
+            params = {"command": name}
+            reply.set_result(Outcome(False, i18n.message("not_available", params), code="not_available",
+                                     params=params, action=action))
+            return reply
+        cmd = _Command(next(self._command_ids), action)
+        if self._loop.is_closed():
+            cmd.reply.set_exception(DeskClosed("the desk has stopped"))
+            return cmd.reply
+        self.call_soon(self._begin, cmd, method, checked)
+        return cmd.reply
+
+    def run(self, name: str, /, **args: Any) -> Outcome:
+        """Submit a command and return its reply (within milliseconds; never the SIP outcome)."""
+        if self.on_loop():
+            raise RuntimeError(f"desk command {name!r} from the desk thread (a listener must not command)")
+        try:
+            return self.submit(name, **args).result(REPLY_TIMEOUT)
+        except (TimeoutError, DeskClosed) as exc:
+            code = "desk_stopped" if isinstance(exc, DeskClosed) else "desk_busy"
+            return Outcome(False, i18n.message(code, {"seconds": REPLY_TIMEOUT}), code=code,
+                           params={"seconds": REPLY_TIMEOUT}, action=name)
+
+    def _begin(self, cmd: _Command, method: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        """On the loop: run the command's first step now, the rest as a task."""
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, cmd)
+        try:
+            result = context.run(method, **kwargs)
+        except Exception as exc:
+            log.exception("desk failed on %s %s", cmd.action, kwargs)
+            self._finish(cmd, self._internal_error(cmd.action, exc))
+            return
+        if isinstance(result, Outcome):
+            self._finish(cmd, result)
+            return
+        task = self._loop.create_task(self._drive(cmd, result), context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drive(self, cmd: _Command, coro: Awaitable[Outcome]) -> None:
+        try:
+            out = await coro
+        except asyncio.CancelledError:
+            out = Outcome(False, i18n.message("desk_stopped"), code="desk_stopped", action=cmd.action)
+            self._finish(cmd, out)
+            raise
+        except Exception as exc:
+            log.exception("desk failed on %s", cmd.action)
+            out = self._internal_error(cmd.action, exc)
+        self._finish(cmd, out)
+
+    def _internal_error(self, action: str, exc: Exception) -> Outcome:
+        return self._refuse(action, refusal("internal_error", error=f"{type(exc).__name__}: {exc}"))
+
+    def _finish(self, cmd: _Command, out: Outcome) -> None:
+        out = Outcome(out.ok, out.reason, dict(out.data), out.code, out.params,
+                      out.action or cmd.action, out.row, cmd.id)
+        if not cmd.done.done():
+            cmd.done.set_result(out)
+        if not cmd.reply.done():
+            cmd.reply.set_result(out)  # finished in its first step: the reply is the outcome
+        elif out.ok:
+            self._emit(ev.ActionDone(out.action, cmd.id, out.row if out.row is not None else out.data.get("row"),
+                                     out.data))
+        self._update_available()
+
+    def _step(self, **data: Any) -> None:
+        """What the running command's reply says while it goes on (its row, say)."""
+        cmd = _CURRENT.get()
+        if cmd is not None:
+            cmd.data.update(data)
+
+    def _accept(self) -> None:
+        """The running command is about to wait: reply now (accepted, still running)."""
+        cmd = _CURRENT.get()
+        if cmd is not None:
+            cmd.accept()
+            self._update_available()
+
+    def _command_id(self) -> int | None:
+        cmd = _CURRENT.get()
+        return None if cmd is None else cmd.id
+
+    # --- refusals and notices ----------------------------------------------
+
+    def _refuse(self, action: str, why: Refusal) -> Outcome:
+        message = why.message(action)
+        log.info("refused %s: %s", action, message)
+        self._notice(action, message, why.row, why.code, why.params)
+        self._emit(ev.ActionFailed(action, message, why.row, why.code, why.params, self._command_id()))
+        return Outcome(False, message, code=why.code, params=why.params, action=action, row=why.row)
+
+    def _notice(self, action: str, message: str, row_id: int | None = None, code: str = "",
+                params: dict[str, Any] | None = None) -> None:
+        self.notices.append({"time": round(time.time(), 3), "action": action, "reason": message, "row": row_id,
+                             "code": code, "params": params or {}})
+
+    def _alert(self, code: str, **params: Any) -> None:
+        message = i18n.message(code, params)
+        log.warning("alert: %s", message)
+        self._notice("alert", message, params.get("row"), code, params)
+        self._emit(ev.Alert(message, code, params))
+
+    def _set_note(self, row: Row, code: str, /, **params: Any) -> None:
+        row.note = i18n.message(code, params)
+        row.note_key = {"code": code, "params": params}
 
     def _changed(self, row: Row) -> None:
-        with self._changed_cv:
-            self._changed_cv.notify_all()
-            self._emit(ev.RowChanged(row.as_json()))
+        self._notify()
+        self._emit(ev.RowChanged(row.as_json()))
+        self._update_available()
 
-    def _wait(self, action: str, fut: Future[None], row_id: int | None = None,
-              gone_ok: bool = False) -> Outcome | None:
-        """Wait (without the lock) for the agent; None when it succeeded.
+    def _notify(self) -> None:
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
+
+    async def _until(self, pred: Callable[[], bool], timeout: float) -> bool:
+        """Wait (letting everything else run) until pred() holds after some change; False on timeout."""
+        self._accept()
+        deadline = self._loop.time() + timeout
+        while not pred():
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return False
+            if self._change is None or self._change.done():
+                self._change = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._change), left)
+            except TimeoutError:
+                return pred()
+        return True
+
+    async def _wait(self, action: str, fut: "Future[Any]", row_id: int | None = None,
+                    gone_ok: bool = False) -> Outcome | None:
+        """Wait for the agent (the loop goes on meanwhile); None when it succeeded.
 
         `gone_ok`: a call the agent no longer has is not a failure of this step
         (holding the other calls before a dial): its row goes, nothing is refused.
         """
-        try:
-            fut.result(timeout=AGENT_TIMEOUT)
-        except CallGone as exc:
+        self._accept()
+        wrapped = asyncio.wrap_future(fut, loop=self._loop)
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, never logged
+        done, _ = await asyncio.wait({wrapped}, timeout=AGENT_TIMEOUT)
+        if not done:
+            if fut.cancel():  # never done later, after the operator was told it failed
+                return self._refuse(action, refusal("agent_timeout", row_id))
+            return self._refuse(action, refusal("agent_slow", row_id))
+        exc = wrapped.exception() if not wrapped.cancelled() else None
+        if wrapped.cancelled():
+            return self._refuse(action, refusal("agent_timeout", row_id))
+        if exc is None:
+            return None
+        if isinstance(exc, CallGone):
             # The SIP side is done with that call although no end reached us:
             # drop the row, or it would be a ghost that refuses every action.
             self._drop(exc.call, "the call had already ended")
             if gone_ok:
-                return Outcome(False, str(exc), {"gone": exc.call})
-            return self._refuse(action, str(exc), row_id)
-        except AgentError as exc:
-            return self._refuse(action, str(exc), row_id)
-        except TimeoutError:
-            if fut.cancel():  # never done later, after the operator was told it failed
-                return self._refuse(action, "the SIP agent did not answer in time; nothing was done", row_id)
-            return self._refuse(action, "the SIP agent is slow: the request is still in progress", row_id)
-        except Exception as exc:  # the agent must never leave the desk in a half state
-            log.exception("%s: agent failed", action)
-            return self._refuse(action, f"internal error in the SIP agent: {exc}", row_id)
-        return None
+                return Outcome(False, str(exc), {"gone": exc.call}, code="call_ended")
+            return self._refuse(action, refusal("call_ended", row_id, row=exc.call))
+        if isinstance(exc, AgentError):
+            return self._refuse(action, Refusal(exc.code, dict(exc.params), row_id))
+        log.error("%s: agent failed: %r", action, exc)  # the agent must never leave the desk half done
+        return self._refuse(action, refusal("agent_internal", row_id, error=str(exc)))
 
     # --- reading -----------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole panel as JSON: parameters, lines, rows, selection."""
-        with self._lock:
-            return {
-                "line": self.line,
-                "number": self.number,
-                "route": self.route,
-                "lines": [
-                    {"id": s.line, "registered": s.registered, "code": s.code, "reason": s.reason}
-                    for s in self.registered.values()
-                ],
-                "routes": [r.id for r in self.profile.routes],
-                "calls": [row.as_json() for row in self.rows.values()],
-                "selection": list(self.selection),
-                "muted": self.muted,
-                "notices": list(self.notices),
-            }
+        """The whole panel as JSON: parameters, lines, rows, selection, what can be done now."""
+        return self.on_desk(self._snapshot)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "number": self.number,
+            "route": self.route,
+            "lines": [
+                {"id": s.line, "registered": s.registered, "code": s.code, "reason": s.reason}
+                for s in self.registered.values()
+            ],
+            "routes": [r.id for r in self.profile.routes],
+            "calls": [row.as_json() for row in self.rows.values()],
+            "selection": list(self.selection),
+            "muted": self.muted,
+            "available": dict(self.available),
+            "notices": list(self.notices),
+        }
+
+    def _calls(self) -> Outcome:
+        return Outcome(True, data=self._snapshot())
 
     def selected(self) -> list[Row]:
         """The rows an action applies to: the selection, or the only call there is."""
-        with self._lock:
-            rows = [self.rows[i] for i in self.selection if i in self.rows]
-            # The only call is obvious — unless the selected call has just ended:
-            # then a press meant for it must not land on the call that is left.
-            if not rows and len(self.rows) == 1 and not self.selection_lost:
-                rows = list(self.rows.values())
-            return rows
+        rows = [self.rows[i] for i in self.selection if i in self.rows]
+        # The only call is obvious — unless the selected call has just ended:
+        # then a press meant for it must not land on the call that is left.
+        if not rows and len(self.rows) == 1 and not self.selection_lost:
+            rows = list(self.rows.values())
+        return rows
 
-    def _one_selected(self, action: str) -> Row | Outcome:
+    def _one(self) -> Row | Refusal:
         rows = self.selected()
         if not rows and self.selection_lost:
-            return self._refuse(action, "the selected call has ended: select the call to act on")
+            return refusal("selection_ended")
         if not rows:
-            return self._refuse(action, "no call selected")
+            return refusal("no_selection")
         if len(rows) > 1:
-            return self._refuse(action, f"{len(rows)} calls selected: select one call for {action}")
+            return refusal("several_selected", count=len(rows))
         return rows[0]
 
-    # --- parameters --------------------------------------------------------
+    # --- what can be done now ----------------------------------------------
 
-    def select(self, row_ids: Iterable[int]) -> Outcome:
-        """Select rows (an empty list clears the selection)."""
-        ids = [int(r) for r in row_ids]
-        with self._lock:
-            missing = [r for r in ids if r not in self.rows]
-            if missing:
-                have = ", ".join(str(r) for r in self.rows) or "none"
-                return self._refuse("select", f"no call row {missing[0]} (rows: {have})")
-            self.selection = list(dict.fromkeys(ids))
-            self.selection_lost = False
-            self._emit(ev.SelectionChanged(tuple(self.selection)))
-            return Outcome(True, data={"selection": list(self.selection)})
+    def _update_available(self) -> None:
+        """Recompute which actions can act on the current selection; an event when that changed."""
+        now: dict[str, dict[str, Any] | None] = {}
+        for action in ACTIONS:
+            check = getattr(self, f"_can_{action}", None)
+            why = check() if check is not None else None
+            now[action] = None if why is None else why.as_json(action)
+        if now != self.available:
+            self.available = now
+            self._emit(ev.AvailabilityChanged(dict(now)))
+
+    def _can_line(self, line_id: str, row: int | None = None) -> Refusal | None:
+        state = self.registered.get(line_id)
+        if state is not None and not state.registered:
+            return refusal("line_not_registered", row, line=line_id, reason=state.reason)
+        if len(self.rows) >= MAX_CALLS:
+            return refusal("too_many_calls", row, max=MAX_CALLS)
+        return None
+
+    def _dial_line(self) -> tuple[str, str | None]:
+        route_id = self.route or None
+        return (self.profile.route(route_id).line if route_id else self.line), route_id
+
+    def _can_dial(self) -> Refusal | None:
+        return self._can_line(self._dial_line()[0])
+
+    def _can_pickup(self) -> Refusal | None:
+        return self._can_line(self.line)
+
+    def _pre_answer(self) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if row.direction != "in" or row.state != "ringing":
+            return refusal("not_ringing", row.id, row=row.id, state=row.state)
+        return row
+
+    def _can_answer(self) -> Refusal | None:
+        return _why(self._pre_answer())
+
+    def _can_hangup(self) -> Refusal | None:
+        return _why(self._one())
+
+    def _pre_hold(self) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if row.local_hold:
+            return refusal("already_held", row.id, row=row.id)
+        if not row.up:
+            return refusal("hold_needs_talk", row.id, row=row.id, state=row.state)
+        return row
+
+    def _can_hold(self) -> Refusal | None:
+        return _why(self._pre_hold())
+
+    def _pre_connect(self) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if not row.local_hold:
+            return refusal("not_held", row.id, row=row.id)
+        return row
+
+    def _can_connect(self) -> Refusal | None:
+        return _why(self._pre_connect())
+
+    def _pre_quick(self) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if not row.up:
+            return refusal("transfer_needs_answer", row.id, row=row.id, state=row.state)
+        if row.id in self.transfers:  # a second REFER would have the caller dial twice
+            return refusal("already_transferring", row.id, row=row.id, note=row.note)
+        return row
+
+    def _can_transfer_quick(self) -> Refusal | None:
+        return _why(self._pre_quick())
+
+    def _pre_consult(self) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if not row.up:
+            return refusal("consult_needs_answer", row.id, row=row.id, state=row.state)
+        # What would refuse the dial must not first put the caller on hold.
+        return self._can_line(row.line, row.id) or row
+
+    def _can_transfer_consult(self) -> Refusal | None:
+        return _why(self._pre_consult())
+
+    def _consult_pair(self) -> tuple[int, int] | Refusal:
+        """(held row, consult row) for the selection, or the only pair there is."""
+        pairs = list(self.consults.items())
+        chosen = {r.id for r in self.selected()}
+        for consult, held in pairs:
+            if consult in chosen or held in chosen:
+                return held, consult
+        explicit = [r for r in self.selection if r in self.rows]
+        if len(pairs) == 1 and not explicit:
+            return pairs[0][1], pairs[0][0]
+        if explicit and pairs:
+            listed = ", ".join(f"{h}->{c}" for c, h in pairs)
+            return refusal("not_in_consultation", explicit[0], row=explicit[0], pairs=listed)
+        return refusal("no_consultation")
+
+    def _pre_confirm(self) -> tuple[Row, Row] | Refusal:
+        pair = self._consult_pair()
+        if isinstance(pair, Refusal):
+            return pair
+        held, consult = pair
+        crow, hrow = self.rows.get(consult), self.rows.get(held)
+        if crow is None or hrow is None:
+            return refusal("consultation_ended")
+        if not crow.up:
+            return refusal("consult_not_answered", consult, row=consult, state=crow.state)
+        if held in self.transfers:
+            return refusal("transfer_under_way", held, row=held)
+        return hrow, crow
+
+    def _can_transfer_confirm(self) -> Refusal | None:
+        return _why(self._pre_confirm())
+
+    def _next_mode(self) -> str:
+        """`transfer next`: confirm the consultation the selected call is in, else consult from it."""
+        chosen = {r.id for r in self.selected()}
+        if any(c in chosen or h in chosen for c, h in self.consults.items()):
+            return "confirm"
+        return "consult"
+
+    def _can_transfer_next(self) -> Refusal | None:
+        return self._can_transfer_confirm() if self._next_mode() == "confirm" else self._can_transfer_consult()
+
+    def _pre_conference(self, number_given: bool) -> tuple[str, Any] | Refusal:
+        """Which conference step a press means now: ("join", ids), ("pending", (b, c)) or ("dial", row)."""
+        rows = self.selected()
+        if len(rows) > 1:
+            return self._pre_join([r.id for r in rows])
+        pending = self.pending_conference
+        crow = self.rows.get(pending[1]) if pending else None
+        if pending and crow is not None and not number_given and (not rows or rows[0].id in pending):
+            if not crow.up:
+                return refusal("conference_not_answered", crow.id, row=crow.id, state=crow.state)
+            return "pending", pending
+        if not rows:
+            return refusal("no_selection")
+        row = rows[0]
+        if not row.up or row.local_hold:
+            return refusal("conference_needs_talk", row.id, row=row.id, state=row.state)
+        # Refuse before holding anyone: a refused next party must leave the calls as they were.
+        return self._can_line(row.line, row.id) or ("dial", row)
+
+    def _pre_join(self, ids: list[int]) -> tuple[str, Any] | Refusal:
+        for rid in ids:
+            row = self.rows.get(rid)
+            if row is None:
+                return refusal("no_row", row=rid, rows=", ".join(str(r) for r in self.rows) or "none")
+            if not row.up:
+                return refusal("join_needs_answer", rid, row=rid, state=row.state)
+        # One operator, one headset: a join always adds to the unit's one
+        # conference, never starts a second one beside it.
+        members = set(ids) | {r for r in self.conference_rows if r in self.rows}
+        # "The last party need not be held": whoever the operator is talking to joins too.
+        members |= {r.id for r in self.rows.values() if r.up and not r.local_hold}
+        if len(members) > MAX_CALLS:
+            return refusal("conference_full", max=MAX_CALLS)
+        return "join", sorted(members)
+
+    def _can_conference(self) -> Refusal | None:
+        return _why(self._pre_conference(False))
+
+    def _pre_record(self, action: str) -> Row | Refusal:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if action == "toggle":
+            action = "stop" if row.recording else "start"
+        if action == "stop":
+            if self.profile.recording.always:
+                return refusal("record_always_on", row.id)
+            if not row.recording:
+                return refusal("not_recording", row.id, row=row.id)
+            return row
+        if row.recording:
+            return refusal("already_recording", row.id, row=row.id)
+        if not row.up:
+            return refusal("record_needs_answer", row.id, row=row.id, state=row.state)
+        return row
+
+    def _can_record_start(self) -> Refusal | None:
+        return _why(self._pre_record("start"))
+
+    def _can_record_stop(self) -> Refusal | None:
+        return _why(self._pre_record("stop"))
+
+    def _can_record_toggle(self) -> Refusal | None:
+        return _why(self._pre_record("toggle"))
+
+    # --- the commands (any thread): the table's names and arguments ----------
+
+    def select(self, row_ids: Iterable[int] = (), toggle: int | None = None) -> Outcome:
+        """Select rows (an empty list clears the selection); `toggle` adds or removes one row."""
+        return self.run("select", rows=[int(r) for r in row_ids], toggle=toggle)
 
     def set(self, name: str, value: str) -> Outcome:
         """Set a panel parameter: line, number or route."""
-        with self._lock:
-            if name == "line":
-                ids = [line.id for line in self.profile.lines]
-                if value not in ids:
-                    return self._refuse("set", f"unknown line {value!r}; lines: {', '.join(ids)}")
-                self.line = value
-                # Line and Route never disagree: a route belongs to a line, so
-                # choosing another line chooses that line's first route (or none).
-                if self.route and self.profile.route(self.route).line != value:
-                    self.route = next((r.id for r in self.profile.routes if r.line == value), "")
-            elif name == "route":
-                ids = [route.id for route in self.profile.routes]
-                if value not in ids:
-                    return self._refuse("set", f"unknown route {value!r}; routes: {', '.join(ids) or 'none'}")
-                self.route = value
-                self.line = self.profile.route(value).line
-            elif name == "number":
-                self.number = value.strip()
-            else:
-                return self._refuse("set", f"unknown parameter {name!r}; use line, number or route")
-            self._emit(ev.ParamsChanged(self.line, self.number, self.route))
-            return Outcome(True, data={"line": self.line, "number": self.number, "route": self.route})
+        return self.run("set", name=name, value=value)
+
+    def key(self, key: str) -> Outcome:
+        """A keypad key on the Number field: a dial character, `delete` or `clear`."""
+        return self.run("key", key=key)
+
+    def dial(self, number: str | None = None) -> Outcome:
+        """Call the Number (or `number`) on the chosen Line and Route."""
+        return self.run("dial", number=number)
+
+    def answer(self) -> Outcome:
+        return self.run("answer")
+
+    def hangup(self) -> Outcome:
+        return self.run("hangup")
+
+    def hold(self) -> Outcome:
+        return self.run("hold")
+
+    def connect(self) -> Outcome:
+        return self.run("connect")
+
+    def transfer(self, mode: str, number: str | None = None) -> Outcome:
+        return self.run("transfer", mode=mode, number=number)
+
+    def conference(self, number: str | None = None) -> Outcome:
+        return self.run("conference", number=number)
+
+    def pickup(self, number: str | None = None) -> Outcome:
+        return self.run("pickup", number=number)
+
+    def record(self, action: str) -> Outcome:
+        return self.run("record", action=action)
+
+    def mute(self, state: str = "toggle") -> Outcome:
+        return self.run("mute", state=state)
+
+    def recordings(self) -> Outcome:
+        return self.run("recordings")
+
+    # --- parameters (loop) -------------------------------------------------
+
+    async def _select(self, rows: list[int] | None = None, toggle: int | None = None) -> Outcome:
+        ids = list(rows or [])
+        if toggle is not None:
+            current = [r for r in self.selection if r in self.rows]
+            ids = [r for r in current if r != toggle] if toggle in current else [*current, *ids, toggle]
+        missing = [r for r in ids if r not in self.rows]
+        if missing:
+            return self._refuse("select", refusal("no_row", row=missing[0],
+                                                  rows=", ".join(str(r) for r in self.rows) or "none"))
+        self.selection = list(dict.fromkeys(ids))
+        self.selection_lost = False
+        self._emit(ev.SelectionChanged(tuple(self.selection)))
+        return Outcome(True, data={"selection": list(self.selection)})
+
+    async def _set(self, name: str, value: str) -> Outcome:
+        if name == "line":
+            ids = [line.id for line in self.profile.lines]
+            if value not in ids:
+                return self._refuse("set", refusal("unknown_line", value=value, lines=", ".join(ids)))
+            self.line = value
+            # Line and Route never disagree: a route belongs to a line, so
+            # choosing another line chooses that line's first route (or none).
+            if self.route and self.profile.route(self.route).line != value:
+                self.route = next((r.id for r in self.profile.routes if r.line == value), "")
+        elif name == "route":
+            ids = [route.id for route in self.profile.routes]
+            if value not in ids:
+                return self._refuse("set", refusal("unknown_route", value=value, routes=", ".join(ids) or "none"))
+            self.route = value
+            self.line = self.profile.route(value).line
+        elif name == "number":
+            self.number = value.strip()
+        else:
+            return self._refuse("set", refusal("unknown_parameter", name=name))
+        self._params_changed()
+        return Outcome(True, data={"line": self.line, "number": self.number, "route": self.route})
+
+    async def _key(self, key: str) -> Outcome:
+        if key == "delete":
+            self.number = self.number[:-1]
+        elif key == "clear":
+            self.number = ""
+        elif len(key) == 1 and key in DIAL_CHARS:
+            self.number += key
+        else:
+            return self._refuse("key", refusal("unknown_key", key=key[:20]))
+        self._params_changed()
+        return Outcome(True, data={"number": self.number})
+
+    def _params_changed(self) -> None:
+        self._emit(ev.ParamsChanged(self.line, self.number, self.route))
+        self._update_available()
 
     def _number(self, action: str, number: str | None) -> str | Outcome:
         """The number given with the action, else the Number field, else ask for it."""
         given = (number or "").strip()
         if given:
             return given
-        with self._lock:
-            field_value = self.number
-        if not field_value:
+        if not self.number:
             self._emit(ev.NumberRequired(action))
-            return self._refuse(action, f"number required for {action}")
-        return _FromField(field_value)
+            return self._refuse(action, refusal("number_required"))
+        return _FromField(self.number)
 
     def _consume(self, number: str) -> None:
         """The action that took its number from the Number field has used it: clear the field."""
-        if not isinstance(number, _FromField):
-            return
-        with self._lock:
-            if self.number != number:
-                return  # edited meanwhile: that is a new number
-            self.number = ""
-            self._emit(ev.ParamsChanged(self.line, self.number, self.route))
+        if not isinstance(number, _FromField) or self.number != number:
+            return  # given with the action, or edited meanwhile: that is a new number
+        self.number = ""
+        self._params_changed()
 
     def target_uri(self, number: str, line_id: str, route_id: str | None) -> str:
         """The SIP URI a number is dialled as on a line, with the route's prefix."""
@@ -369,478 +940,383 @@ class Desk:
             return f"sip:{number}"
         return f"sip:{prefix}{number}@{self.profile.line(line_id).domain}"
 
-    # --- calls -------------------------------------------------------------
+    # --- calls (loop) ------------------------------------------------------
 
-    def dial(self, number: str | None = None) -> Outcome:
-        """Call the Number on the chosen Line and Route."""
+    async def _dial(self, number: str | None = None) -> Outcome:
         action = "dial"
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
-        with self._lock:
-            route_id = self.route or None
-            line_id = self.profile.route(route_id).line if route_id else self.line
-        out = self._dial_on(action, got, line_id, route_id)
+        line_id, route_id = self._dial_line()
+        out = await self._dial_on(action, got, line_id, route_id)
         if out.ok:
             self._consume(got)
         return out
 
-    def answer(self) -> Outcome:
-        """Answer the selected ringing call."""
-        row = self._one_selected("answer")
-        if isinstance(row, Outcome):
-            return row
-        if row.direction != "in" or row.state != "ringing":
-            return self._refuse("answer", f"call {row.id} is not ringing here (it is {row.state})", row.id)
-        held = self._hold_others("answer", row.id)
+    async def _answer(self) -> Outcome:
+        row = self._pre_answer()
+        if isinstance(row, Refusal):
+            return self._refuse("answer", row)
+        self._step(row=row.id)
+        held = await self._hold_others("answer", row.id)
         if isinstance(held, Outcome):
             return held
         log.info("row %d: answer", row.id)
-        failed = self._wait("answer", self.agent.answer(row.id), row.id)
+        failed = await self._wait("answer", self.agent.answer(row.id), row.id)
         if failed:
-            self._give_back(held)
+            await self._give_back(held)
             return failed
         return Outcome(True, data={"row": row.id})
 
-    def hangup(self) -> Outcome:
-        """Hang up (or reject, or cancel) the selected call."""
-        row = self._one_selected("hangup")
-        if isinstance(row, Outcome):
-            return row
+    async def _hangup(self) -> Outcome:
+        row = self._one()
+        if isinstance(row, Refusal):
+            return self._refuse("hangup", row)
         log.info("row %d: hang up", row.id)
-        return self._wait("hangup", self.agent.hangup(row.id), row.id) or Outcome(True, data={"row": row.id})
+        self._step(row=row.id)
+        return await self._wait("hangup", self.agent.hangup(row.id), row.id) or Outcome(True, data={"row": row.id})
 
-    # --- call control ------------------------------------------------------
+    # --- call control (loop) -----------------------------------------------
 
-    def hold(self) -> Outcome:
-        """Put the selected call on hold; the line is then free for other calls."""
-        row = self._one_selected("hold")
-        if isinstance(row, Outcome):
-            return row
-        if row.local_hold:
-            return self._refuse("hold", f"call {row.id} is already on hold", row.id)
-        if not row.up:
-            return self._refuse("hold", f"call {row.id} is {row.state}: only a call in conversation can be held", row.id)
+    async def _hold(self) -> Outcome:
+        row = self._pre_hold()
+        if isinstance(row, Refusal):
+            return self._refuse("hold", row)
         log.info("row %d: hold", row.id)
-        return self._wait("hold", self.agent.hold(row.id), row.id) or Outcome(True, data={"row": row.id})
+        self._step(row=row.id)
+        return await self._wait("hold", self.agent.hold(row.id), row.id) or Outcome(True, data={"row": row.id})
 
-    def connect(self) -> Outcome:
-        """Take the selected held call off hold; any other call in conversation is held first."""
-        row = self._one_selected("connect")
-        if isinstance(row, Outcome):
-            return row
-        if not row.local_hold:
-            return self._refuse("connect", f"call {row.id} is not on hold", row.id)
-        held = self._hold_others("connect", row.id)
+    async def _connect(self) -> Outcome:
+        row = self._pre_connect()
+        if isinstance(row, Refusal):
+            return self._refuse("connect", row)
+        self._step(row=row.id)
+        held = await self._hold_others("connect", row.id)
         if isinstance(held, Outcome):
             return held
-        with self._lock:
-            if self.pending_conference and row.id in self.pending_conference:
-                self.pending_conference = None  # back to the first party: the three-party step is abandoned
-            members = [r for r in self.conference_rows if r != row.id and r in self.rows and self.rows[r].local_hold]
+        if self.pending_conference and row.id in self.pending_conference:
+            self.pending_conference = None  # back to the first party: the three-party step is abandoned
+        members = [r for r in self.conference_rows if r != row.id and r in self.rows and self.rows[r].local_hold]
         for rid in members:  # connecting a conference member brings the whole conference back
-            failed = self._wait("connect", self.agent.unhold(rid), rid)
+            failed = await self._wait("connect", self.agent.unhold(rid), rid)
             if failed:
                 return failed
         log.info("row %d: connect", row.id)
-        return self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
+        return await self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
 
-    def _hold_others(self, action: str, keep: int | None) -> list[int] | Outcome:
+    async def _hold_others(self, action: str, keep: int | None) -> list[int] | Outcome:
         """Hold every call in conversation except `keep` and its conference: never two
         conversations into one headset. The rows it held, or the refusal (having given them back)."""
-        with self._lock:
-            spared = self.conference_rows if keep in self.conference_rows else set()
-            others = [r.id for r in self.rows.values()
-                      if r.id != keep and r.id not in spared and r.up and not r.local_hold]
+        spared = self.conference_rows if keep in self.conference_rows else set()
+        others = [r.id for r in self.rows.values()
+                  if r.id != keep and r.id not in spared and r.up and not r.local_hold]
         held: list[int] = []
         for other in others:
-            failed = self._wait(action, self.agent.hold(other), other, gone_ok=True)
+            if other not in self.rows:
+                continue  # ended while an earlier one was being held
+            failed = await self._wait(action, self.agent.hold(other), other, gone_ok=True)
             if failed and failed.data.get("gone") == other:
                 continue  # it had ended: nothing to hold
             if failed:
-                self._give_back(held)
+                await self._give_back(held)
                 return failed
             held.append(other)
         return held
 
-    def transfer(self, mode: str, number: str | None = None) -> Outcome:
-        """Transfer the selected call: quick (blind), consult, or confirm."""
+    async def _transfer(self, mode: str, number: str | None = None) -> Outcome:
+        """Transfer the selected call: quick (blind), consult, confirm, or next."""
+        if mode == "next":
+            mode = self._next_mode()
         if mode == "quick":
-            return self._transfer_quick(number)
+            return await self._transfer_quick(number)
         if mode == "consult":
-            return self._transfer_consult(number)
-        if mode == "confirm":
-            return self._transfer_confirm()
-        return self._refuse("transfer", f"unknown transfer {mode!r}; use quick, consult or confirm")
+            return await self._transfer_consult(number)
+        return await self._transfer_confirm()
 
-    def _transfer_quick(self, number: str | None) -> Outcome:
-        action = "quick transfer"
-        row = self._one_selected(action)
-        if isinstance(row, Outcome):
-            return row
-        if not row.up:
-            return self._refuse(action, f"call {row.id} is {row.state}: only an answered call can be transferred", row.id)
+    async def _transfer_quick(self, number: str | None) -> Outcome:
+        action = "transfer_quick"
+        row = self._pre_quick()
+        if isinstance(row, Refusal):
+            return self._refuse(action, row)
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
         uri = self.target_uri(got, row.line, None)
-        with self._lock:
-            if row.id in self.transfers:  # a second REFER would have the caller dial twice
-                return self._refuse(action, f"call {row.id} is already being transferred ({row.note})", row.id)
-            self.transfers[row.id] = Transfer("quick", uri)
-            row.note = f"transferring to {uri}"
-            self._changed(row)
+        self.transfers[row.id] = Transfer("quick", uri)
+        self._set_note(row, "note_transferring", to=uri)
+        self._changed(row)
+        self._step(row=row.id, to=uri)
         log.info("row %d: quick transfer to %s", row.id, uri)
-        failed = self._wait(action, self.agent.transfer(row.id, uri), row.id)
+        failed = await self._wait(action, self.agent.transfer(row.id, uri), row.id)
         if failed:
-            with self._lock:
-                self.transfers.pop(row.id, None)
-                if row.id in self.rows:  # not for a call that ended meanwhile
-                    row.note = f"transfer not sent: {failed.reason}"
-                    self._changed(row)
+            self.transfers.pop(row.id, None)
+            if row.id in self.rows:  # not for a call that ended meanwhile
+                self._set_note(row, "note_transfer_not_sent", reason={"code": failed.code, "params": failed.params})
+                self._changed(row)
             return failed
         self._consume(got)
         self._arm_transfer_timeout(row.id)
         return Outcome(True, data={"row": row.id, "to": uri})
 
-    def _transfer_consult(self, number: str | None) -> Outcome:
-        action = "consult transfer"
-        row = self._one_selected(action)
-        if isinstance(row, Outcome):
-            return row
-        if not row.up:
-            return self._refuse(action, f"call {row.id} is {row.state}: consult needs an answered call", row.id)
+    async def _transfer_consult(self, number: str | None) -> Outcome:
+        action = "transfer_consult"
+        row = self._pre_consult()
+        if isinstance(row, Refusal):
+            return self._refuse(action, row)
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
-        with self._lock:  # what would refuse the dial must not first put the caller on hold
-            line = self.registered[row.line]
-            if not line.registered:
-                return self._refuse(action, f"line {row.line} is not registered ({line.reason})", row.id)
-            if len(self.rows) >= MAX_CALLS:
-                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls", row.id)
+        self._step(held=row.id)
         if not row.local_hold:
-            failed = self._wait(action, self.agent.hold(row.id), row.id)
+            failed = await self._wait(action, self.agent.hold(row.id), row.id)
             if failed:
                 return failed
-        out = self._dial_on(action, got, row.line, None,
-                            created=lambda consult: self.consults.__setitem__(consult, row.id))
-        if out.ok:
-            self._consume(got)
+        out = await self._dial_on(action, got, row.line, None,
+                                  created=lambda consult: self.consults.__setitem__(consult, row.id))
         if not out.ok:
-            with self._lock:
-                if row.id in self.rows:
-                    row.note = f"consultation failed ({out.reason}): connect to take the call back"
-                    self._changed(row)
+            if row.id in self.rows:
+                self._set_note(row, "note_consult_failed", reason={"code": out.code, "params": out.params})
+                self._changed(row)
             return out
-        with self._lock:
-            consult = out.data["row"]
-            if consult not in self.rows:  # refused at once (busy, not found): nothing to consult with
-                reason = self.ended_reasons.get(consult, "ended")
-                return self._refuse(action, f"the consultation call ended at once ({reason}): "
-                                            f"connect call {row.id} to take it back", row.id)
-            row.note = f"held for consultation with row {consult}"
+        self._consume(got)
+        consult = out.data["row"]
+        if consult not in self.rows:  # refused at once (busy, not found): nothing to consult with
+            reason = self.ended_reasons.get(consult, "ended")
+            return self._refuse(action, refusal("consult_ended_at_once", row.id, row=row.id, reason=reason))
+        if row.id in self.rows:
+            self._set_note(row, "note_held_for_consultation", consult=consult)
             self._changed(row)
         return Outcome(True, data={"row": consult, "held": row.id})
 
-    def _consult_pair(self, action: str) -> tuple[int, int] | Outcome:
-        """(held row, consult row) for the selection, or the only pair there is."""
-        with self._lock:
-            pairs = list(self.consults.items())
-            chosen = {r.id for r in self.selected()}
-            for consult, held in pairs:
-                if consult in chosen or held in chosen:
-                    return held, consult
-            explicit = [r for r in self.selection if r in self.rows]
-            if len(pairs) == 1 and not explicit:
-                return pairs[0][1], pairs[0][0]
-        if explicit and pairs:
-            listed = ", ".join(f"{h}->{c}" for c, h in pairs)
-            return self._refuse(action, f"call {explicit[0]} is not in a consultation ({listed} is): "
-                                        "select the held caller or the consulted party")
-        return self._refuse(action, "no consultation to confirm: use transfer consult first")
-
-    def _transfer_confirm(self) -> Outcome:
-        action = "confirm transfer"
-        pair = self._consult_pair(action)
-        if isinstance(pair, Outcome):
-            return pair
-        held, consult = pair
-        with self._lock:
-            crow, hrow = self.rows.get(consult), self.rows.get(held)
-            if crow is None or hrow is None:
-                return self._refuse(action, "the consultation has ended")
-            if not crow.up:
-                return self._refuse(action, f"row {consult} has not answered yet ({crow.state}): "
-                                            "wait for the answer, or use a quick transfer", consult)
-            if held in self.transfers:
-                return self._refuse(action, f"the transfer of call {held} is already under way", held)
-            self.transfers[held] = Transfer("confirm", crow.remote, consult)
-            hrow.note = f"transferring to {crow.remote}"
-            self._changed(hrow)
+    async def _transfer_confirm(self) -> Outcome:
+        action = "transfer_confirm"
+        pair = self._pre_confirm()
+        if isinstance(pair, Refusal):
+            return self._refuse(action, pair)
+        hrow, crow = pair
+        held, consult = hrow.id, crow.id
+        self.transfers[held] = Transfer("confirm", crow.remote, consult)
+        self._set_note(hrow, "note_transferring", to=crow.remote)
+        self._changed(hrow)
+        self._step(row=held, to=consult)
         log.info("row %d: confirm transfer to row %d", held, consult)
-        failed = self._wait(action, self.agent.transfer_replaces(held, consult), held)
+        failed = await self._wait(action, self.agent.transfer_replaces(held, consult), held)
         if failed:
-            with self._lock:
-                self.transfers.pop(held, None)
+            self.transfers.pop(held, None)
             return failed
         self._arm_transfer_timeout(held)
         return Outcome(True, data={"row": held, "to": consult})
 
     def _arm_transfer_timeout(self, row_id: int, delay: float | None = None) -> None:
         """Give up waiting TRANSFER_TIMEOUT after the last NOTIFY (a ringing target keeps it alive)."""
-        with self._lock:
-            if delay is None:
-                self.transfer_deadline[row_id] = time.monotonic() + TRANSFER_TIMEOUT
-            transfer = self.transfers.get(row_id)
-        timer = threading.Timer(TRANSFER_TIMEOUT if delay is None else delay,
-                                self._transfer_timed_out, (row_id, transfer))
-        timer.daemon = True
-        timer.start()
+        if delay is None:
+            self.transfer_deadline[row_id] = time.monotonic() + TRANSFER_TIMEOUT
+        transfer = self.transfers.get(row_id)
+        self._loop.call_later(TRANSFER_TIMEOUT if delay is None else delay,
+                              self._transfer_timed_out, row_id, transfer)
 
-    def _transfer_timed_out(self, row_id: int, transfer: "Transfer | None") -> None:
-        with self._lock:
-            if transfer is None or self.transfers.get(row_id) is not transfer:
-                return
-            left = self.transfer_deadline.get(row_id, 0.0) - time.monotonic()
-            if left > 0.05:  # a NOTIFY came since: wait for the rest
-                self._arm_transfer_timeout(row_id, left)
-                return
-            del self.transfers[row_id]
-            self.late_transfers[row_id] = transfer  # a final NOTIFY may still come
-            row = self.rows.get(row_id)
-            if row:
-                row.note = "transfer timed out"
-                self._changed(row)
-        self._refuse(f"{transfer.mode} transfer",
-                     f"transfer of call {row_id} got no answer in {TRANSFER_TIMEOUT:.0f} s: the call stays with you",
-                     row_id)
+    def _transfer_timed_out(self, row_id: int, transfer: Transfer | None) -> None:
+        if transfer is None or self.transfers.get(row_id) is not transfer:
+            return
+        left = self.transfer_deadline.get(row_id, 0.0) - time.monotonic()
+        if left > 0.05:  # a NOTIFY came since: wait for the rest
+            self._arm_transfer_timeout(row_id, left)
+            return
+        del self.transfers[row_id]
+        self.late_transfers[row_id] = transfer  # a final NOTIFY may still come
+        row = self.rows.get(row_id)
+        if row:
+            self._set_note(row, "note_transfer_timed_out")
+            self._changed(row)
+        self._refuse(f"transfer_{transfer.mode}",
+                     refusal("transfer_timeout", row_id, row=row_id, seconds=round(TRANSFER_TIMEOUT)))
 
-    def conference(self, number: str | None = None) -> Outcome:
+    async def _conference(self, number: str | None = None) -> Outcome:
         """Build a conference: three-party (hold and dial, then join) or join the selected rows."""
         action = "conference"
-        rows = self.selected()
-        with self._lock:
-            pending = self.pending_conference
-        if len(rows) > 1:
-            return self._join(action, [r.id for r in rows])
-        crow = self.rows.get(pending[1]) if pending else None
-        if pending and crow is not None and not (number or "").strip() and (not rows or rows[0].id in pending):
-            b, c = pending
-            if not crow.up:
-                return self._refuse(action, f"row {c} has not answered yet ({crow.state})", c)
-            with self._lock:
-                self.pending_conference = None
-            return self._join(action, [b, c])
-        if not rows:
-            return self._refuse(action, "no call selected")
-        row = rows[0]
-        if not row.up or row.local_hold:
-            return self._refuse(action, f"call {row.id} is {row.state}: talk to the first party, "
-                                        "or select the rows to join", row.id)
+        step = self._pre_conference(bool((number or "").strip()))
+        if isinstance(step, Refusal):
+            return self._refuse(action, step)
+        kind, what = step
+        if kind == "join":
+            return await self._join(action, what)
+        if kind == "pending":
+            self.pending_conference = None
+            step = self._pre_join(list(what))
+            if isinstance(step, Refusal):
+                return self._refuse(action, step)
+            return await self._join(action, step[1])
+        row: Row = what
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
-        with self._lock:
-            # Refuse before holding anyone: a refused next party must leave the calls as they were.
-            if len(self.rows) >= MAX_CALLS:
-                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls", row.id)
-            line = self.registered.get(row.line)
-            if line is not None and not line.registered:
-                return self._refuse(action, f"line {row.line} is not registered ({line.reason})", row.id)
-            # Adding to a running conference holds all of it, so that no member
-            # hears the next party being dialled and consulted.
-            to_hold = [row.id] + sorted(
-                r for r in self.conference_rows
-                if r != row.id and r in self.rows and not self.rows[r].local_hold
-            ) if row.id in self.conference_rows else [row.id]
+        # Adding to a running conference holds all of it, so that no member
+        # hears the next party being dialled and consulted.
+        to_hold = [row.id] + sorted(
+            r for r in self.conference_rows
+            if r != row.id and r in self.rows and not self.rows[r].local_hold
+        ) if row.id in self.conference_rows else [row.id]
+        self._step(held=row.id)
         held: list[int] = []
         for rid in to_hold:
-            failed = self._wait(action, self.agent.hold(rid), rid)
+            failed = await self._wait(action, self.agent.hold(rid), rid)
             if failed:
-                self._give_back(held)
+                await self._give_back(held)
                 return failed
             held.append(rid)
+
         def pend(c: int) -> None:
             self.pending_conference = (row.id, c)
 
-        out = self._dial_on(action, got, row.line, None, created=pend)
+        out = await self._dial_on(action, got, row.line, None, created=pend)
         if not out.ok:
-            self._give_back(held)
+            await self._give_back(held)
             return out
         self._consume(got)
         return Outcome(True, data={"row": out.data["row"], "held": row.id,
                                    "next": "press conference again when the party answers"})
 
-    def _give_back(self, ids: list[int]) -> None:
+    async def _give_back(self, ids: list[int]) -> None:
         """Take calls held for a step that then failed (consult, conference, pickup) off hold again (best effort)."""
         for rid in ids:
+            if rid not in self.rows:
+                continue
+            wrapped = asyncio.wrap_future(self.agent.unhold(rid), loop=self._loop)
             try:
-                self.agent.unhold(rid).result(timeout=AGENT_TIMEOUT)
+                await asyncio.wait_for(wrapped, AGENT_TIMEOUT)
             except Exception as exc:
-                log.warning("row %d: could not take the call off hold again: %s", rid, exc)
+                log.warning("row %d: could not take the call off hold again: %r", rid, exc)
 
-    def _join(self, action: str, ids: list[int]) -> Outcome:
-        with self._lock:
-            for rid in ids:
-                row = self.rows.get(rid)
-                if row is None:
-                    return self._refuse(action, f"no call row {rid}")
-                if not row.up:
-                    return self._refuse(action, f"call {rid} is {row.state}: only answered calls can join", rid)
-            # One operator, one headset: a join always adds to the unit's one
-            # conference, never starts a second one beside it.
-            members = set(ids) | {r for r in self.conference_rows if r in self.rows}
-            # "The last party need not be held": whoever the operator is talking to joins too.
-            members |= {r.id for r in self.rows.values() if r.up and not r.local_hold}
-            if len(members) > MAX_CALLS:
-                return self._refuse(action, f"a conference holds at most {MAX_CALLS} remote parties here")
-            held = [rid for rid in members if self.rows[rid].local_hold]
-        failed = self._wait(action, self.agent.conference(sorted(members)))
+    async def _join(self, action: str, members: list[int]) -> Outcome:
+        held = [rid for rid in members if self.rows[rid].local_hold]
+        self._step(conference=members)
+        failed = await self._wait(action, self.agent.conference(members))
         if failed:
             return failed
-        with self._lock:
-            self.conference_rows = set(members)
-            if self.pending_conference and set(self.pending_conference) <= members:
-                self.pending_conference = None  # joined by selecting the rows: a later press is a new step
-            remotes = [self.rows[r].remote for r in sorted(members) if r in self.rows]
-            for rid in members:  # every member's recording now holds every party
-                self.recording_files.parties(rid, remotes)
-            for rid in members:
-                row = self.rows.get(rid)
-                if row:
-                    row.state = "in conference" if not row.local_hold else row.state
-                    self._changed(row)
+        members = [r for r in members if r in self.rows]
+        self.conference_rows = set(members)
+        if self.pending_conference and set(self.pending_conference) <= set(members):
+            self.pending_conference = None  # joined by selecting the rows: a later press is a new step
+        remotes = [self.rows[r].remote for r in members]
+        for rid in members:  # every member's recording now holds every party
+            self.recording_files.parties(rid, remotes)
+        for rid in members:
+            row = self.rows[rid]
+            row.state = "in conference" if not row.local_hold else row.state
+            self._changed(row)
         for rid in held:
-            failed = self._wait(action, self.agent.unhold(rid), rid)
+            if rid not in self.rows:
+                continue
+            failed = await self._wait(action, self.agent.unhold(rid), rid)
             if failed:
                 return failed
-        log.info("conference: rows %s", sorted(members))
-        return Outcome(True, data={"conference": sorted(members)})
+        log.info("conference: rows %s", members)
+        return Outcome(True, data={"conference": members})
 
-    def pickup(self, number: str | None = None) -> Outcome:
+    async def _pickup(self, number: str | None = None) -> Outcome:
         """Intercept the call ringing on the internal number (the server's feature code)."""
         action = "pickup"
         got = self._number(action, number)
         if isinstance(got, Outcome):
             return got
         if got.startswith(("sip:", "sips:")) or "@" in got:
-            return self._refuse(action, f"pickup needs an internal number, not {got!r}")
-        with self._lock:
-            before = list(self.selection)
+            return self._refuse(action, refusal("pickup_needs_internal", number=got))
+        before = list(self.selection)
         held: list[int] = []
-        out = self._dial_on(action, self.profile.pickup.prefix + got, self.line, None, note=f"pickup of {got}",
-                            held_out=held)
+        out = await self._dial_on(action, self.profile.pickup.prefix + got, self.line, None,
+                                  note=("note_pickup_of", {"number": got}), held_out=held)
         if not out.ok:
             return out
         row_id = out.data["row"]
-        waited = self._await_row(row_id, ("talking", "held by remote"), PICKUP_TIMEOUT)
-        if waited is None:
-            reason = self.ended_reasons.get(row_id, f"no answer in {PICKUP_TIMEOUT:.0f} s")
-            if row_id in self.rows:  # still ringing somewhere: do not leave it running
-                reason = f"no answer in {PICKUP_TIMEOUT:.0f} s"  # not the 487 of our own cancel
-                self.agent.hangup(row_id)
-                self._await_gone(row_id, PICKUP_RELEASE)
+
+        def answered() -> bool:
+            row = self.rows.get(row_id)
+            return row is None or row.state in ("talking", "held by remote")
+
+        await self._until(answered, PICKUP_TIMEOUT)
+        row = self.rows.get(row_id)
+        if row is None or row.state not in ("talking", "held by remote"):
+            reason: Any = self.ended_reasons.get(row_id, "")
+            if row_id in self.rows or not reason:  # still ringing somewhere: do not leave it running
+                reason = {"code": "no_answer_in", "params": {"seconds": round(PICKUP_TIMEOUT)}}
+                self.agent.hangup(row_id)  # not the 487 of our own cancel
+                await self._until(lambda: row_id not in self.rows, PICKUP_RELEASE)
             # Nothing was picked up: the calls held for it come back, and so does the selection.
-            self._give_back(held)
+            await self._give_back(held)
             self._restore_selection(before, row_id)
             # The server's own words: 404 "Nothing ringing", or e.g. 420 from a
             # caller that cannot be picked up (its call goes on ringing there).
             # Said last, so that nothing the give-back causes replaces it on the screen.
-            return self._refuse(action, f"cannot pick up the call ringing on {got}: {reason}")
+            return self._refuse(action, refusal("pickup_failed", number=got, reason=reason))
         self._consume(got)  # only now: a pickup that failed keeps the extension for another try
-        return Outcome(True, data={"row": row_id, "remote": waited.remote})
-
-    def _await_gone(self, row_id: int, timeout: float) -> bool:
-        """Wait until the row has left the table."""
-        deadline = time.monotonic() + timeout
-        with self._changed_cv:
-            while row_id in self.rows:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed_cv.wait(left)
-        return True
+        return Outcome(True, data={"row": row_id, "remote": row.remote})
 
     def _restore_selection(self, ids: list[int], failed_row: int) -> None:
         """The selection as it was before a step that failed, unless the operator chose otherwise meanwhile."""
-        with self._lock:
-            if self.selection not in ([], [failed_row]):
-                return  # the operator selected something else meanwhile
-            keep = [r for r in ids if r in self.rows]
-            if keep == self.selection:
-                return
-            self.selection = keep
-            self.selection_lost = False
-            self._emit(ev.SelectionChanged(tuple(self.selection)))
+        if self.selection not in ([], [failed_row]):
+            return  # the operator selected something else meanwhile
+        keep = [r for r in ids if r in self.rows]
+        if keep == self.selection:
+            return
+        self.selection = keep
+        self.selection_lost = False
+        self._emit(ev.SelectionChanged(tuple(self.selection)))
 
-    def record(self, action: str) -> Outcome:
-        """Start or stop recording the selected call."""
-        name = f"record {action}"
-        if action not in ("start", "stop"):
-            return self._refuse("record", f"unknown record action {action!r}; use start or stop")
-        row = self._one_selected(name)
-        if isinstance(row, Outcome):
-            return row
-        if action == "stop" and self.profile.recording.always:
-            return self._refuse(name, "recording is always on in this unit's profile: every call is recorded", row.id)
+    async def _record(self, action: str) -> Outcome:
+        """Start, stop or toggle recording of the selected call."""
+        row = self._pre_record(action)
+        if action == "toggle" and not isinstance(row, Refusal):
+            action = "stop" if row.recording else "start"
+        name = f"record_{action}"
+        if isinstance(row, Refusal):
+            return self._refuse(name, row)
+        self._step(row=row.id)
         if action == "start":
-            if row.recording:
-                return self._refuse(name, f"call {row.id} is already being recorded", row.id)
-            if not row.up:
-                return self._refuse(name, f"call {row.id} is {row.state}: only an answered call can be recorded", row.id)
             try:
                 path = self._begin_recording(row)
             except RecordingRefused as exc:
-                return self._refuse(name, str(exc), row.id)
-            failed = self._wait(name, self.agent.record(row.id, str(path)), row.id)
+                return self._refuse(name, Refusal(exc.code, exc.params, row.id))
+            failed = await self._wait(name, self.agent.record(row.id, str(path)), row.id)
             if failed:
                 self.recording_files.abort(row.id)
                 return failed
-            with self._lock:
+            if row.id in self.rows:
                 row.recording = True
                 row.recording_path = str(path)
                 self._changed(row)
             return Outcome(True, data={"row": row.id, "file": str(path)})
-        if not row.recording:
-            return self._refuse(name, f"call {row.id} is not being recorded", row.id)
-        failed = self._wait(name, self.agent.record(row.id, None), row.id)
+        failed = await self._wait(name, self.agent.record(row.id, None), row.id)
         if failed:
             return failed
-        with self._lock:
-            row.recording = False
+        row.recording = False
+        if row.id in self.rows:
             self._changed(row)
-        done = self.recording_files.finish(row.id, "stopped by the operator")
-        try:  # so that the file is complete (header, sidecar) when Stop returns
-            done.result(timeout=AGENT_TIMEOUT)
+        done = asyncio.wrap_future(self.recording_files.finish(row.id, "stopped by the operator"), loop=self._loop)
+        try:  # so that the file is complete (header, sidecar) when the action is done
+            await asyncio.wait_for(done, AGENT_TIMEOUT)
         except Exception as exc:
-            log.warning("row %d: recording not completed in time: %s", row.id, exc)
+            log.warning("row %d: recording not completed in time: %r", row.id, exc)
         return Outcome(True, data={"row": row.id, "file": row.recording_path})
 
-    def mute(self, state: str = "toggle") -> Outcome:
+    async def _mute(self, state: str = "toggle") -> Outcome:
         """Microphone mute: "on", "off" or "toggle"; the reply says whether it is muted now."""
-        if state not in ("on", "off", "toggle"):
-            return self._refuse("mute", f"unknown mute state {state!r}; use on, off or toggle")
-        with self._lock:
-            on = (not self.muted) if state == "toggle" else state == "on"
-        agent_mute = getattr(self.agent, "mute", None)
-        if agent_mute is None:
-            return self._refuse("mute", "this unit cannot mute the microphone")
-        failed = self._wait("mute", agent_mute(on))
+        on = (not self.muted) if state == "toggle" else state == "on"
+        failed = await self._wait("mute", self.agent.mute(on))
         if failed:
             return failed
-        with self._lock:
-            self.muted = on
+        self.muted = on
         log.info("microphone %s", "muted" if on else "on")
         self._emit(ev.MuteChanged(on))  # every front-end shows it, whoever pressed
         return Outcome(True, data={"muted": on})
 
-    def recordings(self) -> Outcome:
+    async def _recordings(self) -> Outcome:
         """The recordings kept on this unit, newest first, with duration and whether each was repaired."""
+        self._accept()  # reading the directory may take a while on a card: not on the loop
         try:
-            return Outcome(True, data={"recordings": self.recording_files.entries()})
+            entries = await self._loop.run_in_executor(None, self.recording_files.entries)
         except OSError as exc:
-            return self._refuse("recordings", f"cannot read the recordings directory: {exc.strerror or exc}")
+            return self._refuse("recordings", refusal("recordings_unreadable", error=exc.strerror or str(exc)))
+        return Outcome(True, data={"recordings": entries})
 
     def recording_path(self, row: Row) -> Path:
         """Where a recording of this row started now would go (the real one may add -2 on a clash)."""
@@ -849,84 +1325,96 @@ class Desk:
 
     def _begin_recording(self, row: Row) -> Path:
         """Create the recording's files (space checked, sidecar with end null); RecordingRefused if not."""
-        with self._lock:
-            members = self.conference_rows if row.id in self.conference_rows else {row.id}
-            parties = [self.rows[r].remote for r in sorted(members) if r in self.rows]
+        members = self.conference_rows if row.id in self.conference_rows else {row.id}
+        parties = [self.rows[r].remote for r in sorted(members) if r in self.rows]
         return self.recording_files.begin(row.id, line=row.line, direction=row.direction, remote=row.remote,
-                                     route=row.route, parties=parties)
+                                          route=row.route, parties=parties)
 
     def _record_stop_low_space(self, row_id: int, reason: str) -> None:
         """The disk is (nearly) full: stop this recording cleanly and say so; the call goes on.
 
-        Runs on the recordings thread; the agent's answer arrives on the agent thread.
+        Called on the recordings thread; runs on the loop.
         """
-        self._emit(ev.Alert(f"recording of call {row_id} stopped: {reason}; the call goes on"))
+        self.call_soon(self._record_stop_now, row_id, reason)
+
+    def _record_stop_now(self, row_id: int, reason: str) -> None:
+        self._alert("recording_stopped", row=row_id, reason=reason)
 
         def done(_: Future[None]) -> None:
-            with self._lock:
-                row = self.rows.get(row_id)
-                if row is not None and row.recording:
-                    row.recording = False
-                    self._changed(row)
+            self.call_soon(stopped)
+
+        def stopped() -> None:
+            row = self.rows.get(row_id)
+            if row is not None and row.recording:
+                row.recording = False
+                self._changed(row)
             self.recording_files.finish(row_id, f"stopped: {reason}")
 
         self.agent.record(row_id, None).add_done_callback(done)
 
-    def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
-                 note: str = "", created: Callable[[int], None] | None = None,
-                 held_out: list[int] | None = None) -> Outcome:
+    async def _dial_on(self, action: str, number: str, line_id: str, route_id: str | None,
+                       note: tuple[str, dict[str, Any]] | None = None, created: Callable[[int], None] | None = None,
+                       held_out: list[int] | None = None) -> Outcome:
         """Place a call (Call itself, consult, conference, pickup); `held_out` gets the calls it held."""
-        with self._lock:
-            if not self.registered[line_id].registered:
-                return self._refuse(action, f"line {line_id} is not registered ({self.registered[line_id].reason})")
-            if len(self.rows) >= MAX_CALLS:
-                return self._refuse(action, f"this unit handles at most {MAX_CALLS} calls")
-        held = self._hold_others(action, None)
+        why = self._can_line(line_id)
+        if why is not None:
+            return self._refuse(action, why)
+        held = await self._hold_others(action, None)
         if isinstance(held, Outcome):
             return held
-        with self._lock:
-            uri = self.target_uri(number, line_id, route_id)
-            row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id, note=note)
-            self.rows[row.id] = row
-            self.selection = [row.id]
-            self.selection_lost = False
-            if created is not None:  # bookkeeping before any event about the row can arrive
-                created(row.id)
-            log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
-            self._changed(row)
-            self._emit(ev.SelectionChanged(tuple(self.selection)))
+        why = self._can_line(line_id)  # the line may have gone while the others were held
+        if why is not None:
+            await self._give_back(held)
+            return self._refuse(action, why)
+        uri = self.target_uri(number, line_id, route_id)
+        row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id)
+        if note is not None:
+            self._set_note(row, note[0], **note[1])
+        self.rows[row.id] = row
+        self.selection = [row.id]
+        self.selection_lost = False
+        if created is not None:  # bookkeeping before any event about the row can arrive
+            created(row.id)
+        log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
+        self._step(row=row.id, uri=uri)
+        self._changed(row)
+        self._emit(ev.SelectionChanged(tuple(self.selection)))
         fut = self.agent.dial(row.id, line_id, uri, route_id)
-        failed = self._wait(action, fut, row.id)
+        failed = await self._wait(action, fut, row.id)
         if failed:
             if not fut.done():  # the agent may still place it: queue its hang-up behind it
                 self.agent.hangup(row.id)
             self._drop(row.id, failed.reason)
-            self._give_back(held)
+            await self._give_back(held)
             return failed
         if held_out is not None:
             held_out.extend(held)
         return Outcome(True, data={"row": row.id, "uri": uri})
 
-    def _await_row(self, row_id: int, states: tuple[str, ...], timeout: float) -> Row | None:
-        """Wait until the row reaches one of the states (None if it ended or timed out)."""
-        deadline = time.monotonic() + timeout
-        with self._changed_cv:
-            while True:
-                row = self.rows.get(row_id)
-                if row is None:
-                    return None
-                if row.state in states:
-                    return row
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._changed_cv.wait(left)
-
-    # --- agent events (agent thread) --------------------------------------
+    # --- agent events (agent thread -> loop) --------------------------------
 
     def on_agent_event(self, event: ev.Event) -> None:
+        """The agent's listener: apply the event on the loop (waiting for that when off the loop)."""
+        if self.on_loop():
+            self._loop.call_soon(self._agent_event, event)  # behind the step that caused it
+            return
+        applied = threading.Event()
+
+        def apply() -> None:
+            try:
+                self._agent_event(event)
+            finally:
+                applied.set()
+
+        if self._loop.is_closed():
+            return
+        self.call_soon(apply)
+        if not applied.wait(EVENT_HANDOVER):
+            log.warning("the desk took over %.0f s to take agent event %s", EVENT_HANDOVER, event.kind)
+
+    def _agent_event(self, event: ev.Event) -> None:
         """Turn what the agent saw into table changes and desk events."""
-        with self._lock:
+        try:
             if isinstance(event, ev.LineState):
                 self.registered[event.line] = event
                 log.info("line %s: %s (%s %s)", event.line,
@@ -951,8 +1439,11 @@ class Desk:
                 self._transfer_progress(event)
             elif isinstance(event, ev.Alert):
                 log.warning("alert: %s", event.message)
-                self._notice("alert", event.message)
+                self._notice("alert", event.message, event.params.get("row"), event.code, dict(event.params))
                 self._emit(event)
+        finally:
+            self._notify()
+            self._update_available()
 
     def _progress(self, event: ev.CallProgress) -> None:
         row = self.rows.get(event.call)
@@ -967,9 +1458,8 @@ class Desk:
             self._drop(row.id, reason)
             if failed:
                 # A call that reached nobody says why where the operator looks, and stays readable.
-                message = f"call {row.id} to {row.remote} failed: {reason or 'no reason given'}"
-                self._notice("dial", message, row.id)
-                self._emit(ev.Alert(message))
+                why = reason or {"code": "no_reason", "params": {}}
+                self._alert("call_failed", row=row.id, remote=row.remote, reason=why)
             return
         if event.state == "talking" and row.answered is None:
             row.answered = time.time()
@@ -1001,7 +1491,7 @@ class Desk:
         transfer = self.transfers.get(event.call) or self.late_transfers.get(event.call)
         if row is None or transfer is None:
             return
-        row.note = f"transfer: {event.code} {event.reason}"
+        self._set_note(row, "note_transfer_status", status=f"{event.code} {event.reason}")
         self._changed(row)
         if not event.final:
             if event.call in self.transfer_deadline:
@@ -1010,9 +1500,10 @@ class Desk:
         self.transfers.pop(event.call, None)
         self.late_transfers.pop(event.call, None)
         self.transfer_deadline.pop(event.call, None)
+        status = f"{event.code} {event.reason}"
         if 200 <= event.code < 300:
             log.info("row %d: transfer done, leaving the call", row.id)
-            self.agent.hangup(row.id)  # not waited: we are on the agent thread
+            self.agent.hangup(row.id)  # not waited: the loop never waits on the agent
             if transfer.consult is not None:
                 # B and C are now talking to each other: our leg to C is no
                 # longer a consultation (B's end below must not look like the
@@ -1020,44 +1511,42 @@ class Desk:
                 self.consults.pop(transfer.consult, None)
                 crow = self.rows.get(transfer.consult)
                 if crow is not None:
-                    crow.note = f"transferred to call {row.id}'s caller: leaving"
+                    self._set_note(crow, "note_transferred_leaving", row=row.id)
                     self._changed(crow)
                 # The consulted party should drop our leg when it is replaced;
                 # if it never does, do not leave a ghost call on the desk.
-                timer = threading.Timer(CONSULT_RELEASE, self._release_consult, (transfer.consult,))
-                timer.daemon = True
-                timer.start()
+                self._loop.call_later(CONSULT_RELEASE, self._release_consult, transfer.consult)
         elif transfer.consult is not None:
             # E.g. 420 from a phone without Replaces (baresip 1.0), 486 from a
             # busy target: nothing was dropped, the operator chooses what next.
-            self._refuse(f"{transfer.mode} transfer",
-                         f"transfer of call {row.id} to call {transfer.consult} failed: {event.code} {event.reason}; "
-                         f"both calls stay with you: confirm again, connect call {row.id} to go back to the "
-                         f"caller, or hang up call {transfer.consult}", row.id)
+            self._refuse(f"transfer_{transfer.mode}",
+                         refusal("transfer_failed_consult", row.id, row=row.id, consult=transfer.consult,
+                                 status=status))
         else:
-            self._refuse(f"{transfer.mode} transfer",
-                         f"transfer of call {row.id} failed: {event.code} {event.reason}; the call stays with you",
-                         row.id)
+            self._refuse(f"transfer_{transfer.mode}", refusal("transfer_failed", row.id, row=row.id, status=status))
 
     def _record_always(self, row: Row) -> None:
-        """Global recording: start at answer (agent thread: do not wait for it)."""
+        """Global recording: start at answer (on the loop: not waited for)."""
         try:
             path = self._begin_recording(row)
         except RecordingRefused as exc:  # e.g. the disk is full: the call goes on unrecorded
             log.warning("row %d: global recording refused: %s", row.id, exc)
-            self._emit(ev.Alert(f"call {row.id} is not recorded: {exc}"))
+            self._alert("not_recorded", row=row.id, reason={"code": exc.code, "params": exc.params})
             return
         row.recording, row.recording_path = True, str(path)
         fut = self.agent.record(row.id, str(path))
 
+        def failed(exc: BaseException) -> None:
+            self.recording_files.abort(row.id)
+            row.recording = False
+            if row.id in self.rows:
+                self._changed(row)
+            self._alert("cannot_record", row=row.id, error=str(exc))
+
         def done(f: Future[None]) -> None:
             exc = f.exception()
             if exc is not None:
-                self.recording_files.abort(row.id)
-                with self._lock:
-                    row.recording = False
-                    self._changed(row)
-                self._emit(ev.Alert(f"cannot record call {row.id}: {exc}"))
+                self.call_soon(failed, exc)
 
         fut.add_done_callback(done)
 
@@ -1067,57 +1556,58 @@ class Desk:
             self.agent.hangup(row_id)
 
     def _drop(self, row_id: int, reason: str) -> None:
-        with self._changed_cv:
-            if self.rows.pop(row_id, None) is None:
-                return
-            log.info("row %d: ended (%s)", row_id, reason)
-            # The agent released the call's recorder: complete its files in the background.
-            self.recording_files.finish(row_id, f"call ended: {reason}" if reason else "call ended")
-            self.ended_reasons[row_id] = reason
-            if len(self.ended_reasons) > 64:
-                self.ended_reasons.pop(next(iter(self.ended_reasons)))
-            if row_id in self.selection:
-                self.selection.remove(row_id)
-                self.selection_lost = not self.selection
-                # A call the desk placed for a step (consultation, conference) goes back
-                # to the call the operator had selected for that step.
-                origin = self.consults.get(row_id)
-                if origin is None and self.pending_conference and self.pending_conference[1] == row_id:
-                    origin = self.pending_conference[0]
-                if not self.selection and origin in self.rows:
-                    self.selection = [origin]
-                    self.selection_lost = False
-                    self._emit(ev.SelectionChanged(tuple(self.selection)))
-            if not self.rows:
-                self.selection_lost = False  # an empty table: the next single call is obvious again
-            self.late_transfers.pop(row_id, None)
-            self.transfer_deadline.pop(row_id, None)
-            held = self.consults.pop(row_id, None)
-            if held is not None and held in self.rows:
-                self.rows[held].note = f"consultation ended ({reason})"
-                self._changed(self.rows[held])
-            for consult, h in list(self.consults.items()):
-                if h == row_id:
-                    del self.consults[consult]
-                    crow = self.rows.get(consult)
-                    if crow is not None:  # an ordinary call from now on
-                        crow.note = f"the held caller hung up ({reason})"
-                        if crow.up:
-                            crow.state = self._talk_state(crow)
-                        self._changed(crow)
-            self.transfers.pop(row_id, None)
-            if self.pending_conference and row_id in self.pending_conference:
-                self.pending_conference = None
-            self.conference_rows.discard(row_id)
-            if len(self.conference_rows) == 1:  # one party left: an ordinary call
-                last = self.rows.get(next(iter(self.conference_rows)))
-                self.conference_rows.clear()
-                if last and last.state == "in conference":
-                    last.state = "talking"
-                    self._changed(last)
-            self._changed_cv.notify_all()
-            self._emit(ev.RowRemoved(row_id, reason))
+        if self.rows.pop(row_id, None) is None:
+            return
+        log.info("row %d: ended (%s)", row_id, reason)
+        # The agent released the call's recorder: complete its files in the background.
+        self.recording_files.finish(row_id, f"call ended: {reason}" if reason else "call ended")
+        self.ended_reasons[row_id] = reason
+        if len(self.ended_reasons) > 64:
+            self.ended_reasons.pop(next(iter(self.ended_reasons)))
+        if row_id in self.selection:
+            self.selection.remove(row_id)
+            self.selection_lost = not self.selection
+            # A call the desk placed for a step (consultation, conference) goes back
+            # to the call the operator had selected for that step.
+            origin = self.consults.get(row_id)
+            if origin is None and self.pending_conference and self.pending_conference[1] == row_id:
+                origin = self.pending_conference[0]
+            if not self.selection and origin in self.rows:
+                self.selection = [origin]
+                self.selection_lost = False
+                self._emit(ev.SelectionChanged(tuple(self.selection)))
+        if not self.rows:
+            self.selection_lost = False  # an empty table: the next single call is obvious again
+        self.late_transfers.pop(row_id, None)
+        self.transfer_deadline.pop(row_id, None)
+        held = self.consults.pop(row_id, None)
+        if held is not None and held in self.rows:
+            self._set_note(self.rows[held], "note_consultation_ended", reason=reason)
+            self._changed(self.rows[held])
+        for consult, h in list(self.consults.items()):
+            if h == row_id:
+                del self.consults[consult]
+                crow = self.rows.get(consult)
+                if crow is not None:  # an ordinary call from now on
+                    self._set_note(crow, "note_held_caller_hung_up", reason=reason)
+                    if crow.up:
+                        crow.state = self._talk_state(crow)
+                    self._changed(crow)
+        self.transfers.pop(row_id, None)
+        if self.pending_conference and row_id in self.pending_conference:
+            self.pending_conference = None
+        self.conference_rows.discard(row_id)
+        if len(self.conference_rows) == 1:  # one party left: an ordinary call
+            last = self.rows.get(next(iter(self.conference_rows)))
+            self.conference_rows.clear()
+            if last and last.state == "in conference":
+                last.state = "talking"
+                self._changed(last)
+        self._notify()
+        self._emit(ev.RowRemoved(row_id, reason))
+        self._update_available()
 
 
-COMMANDS = ("select", "set", "dial", "answer", "hangup", "hold", "connect", "transfer",
-            "conference", "pickup", "record")
+def _why(result: Any) -> Refusal | None:
+    """The refusal among a precondition's results, or None when it can act."""
+    return result if isinstance(result, Refusal) else None

@@ -8,7 +8,7 @@ event serialises to one JSON object with `as_json()` for `kiosk ctl events`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -132,12 +132,41 @@ class NumberRequired(Event):
 
 @dataclass(frozen=True)
 class ActionFailed(Event):
-    """An action was refused or failed; `reason` is for the operator to read."""
+    """An action was refused or failed.
+
+    `action` is the action id (kiosk.commands), `code` and `params` the reason
+    for a catalogue (kiosk.i18n), `reason` the same in English. `command` is
+    the id of the command that failed, when a command did (a transfer's final
+    NOTIFY, say, fails the transfer long after its command was answered).
+    """
 
     action: str
     reason: str
     row_id: int | None = None
+    code: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    command: int | None = None
     kind = "action_failed"
+
+
+@dataclass(frozen=True)
+class ActionDone(Event):
+    """A command that was accepted and waited for SIP has done what it was asked."""
+
+    action: str
+    command: int
+    row_id: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    kind = "action_done"
+
+
+@dataclass(frozen=True)
+class AvailabilityChanged(Event):
+    """Which actions can act on the selection now: action id -> None, or why not
+    (`{"code", "params", "message", "row"}`)."""
+
+    available: dict[str, Any]
+    kind = "available"
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,8 @@ class Alert(Event):
     """
 
     message: str
+    code: str = "alert"
+    params: dict[str, Any] = field(default_factory=dict)
     kind = "alert"
 
 

@@ -76,7 +76,12 @@ SIDECAR_VERSION = 1
 
 
 class RecordingRefused(Exception):
-    """A recording cannot start; str() is for the operator."""
+    """A recording cannot start: a catalogue code and its parameters (kiosk.i18n); str() in English."""
+
+    def __init__(self, message: str, code: str = "recording_refused", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params or {"reason": message}
 
 
 # --- names ---------------------------------------------------------------------
@@ -515,14 +520,15 @@ class Recordings:
         directory = settings.directory
         with self._cv:
             if row in self._active:
-                raise RecordingRefused(f"call {row} is already being recorded")
+                raise RecordingRefused(f"call {row} is already being recorded", "already_recording", row=row)
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         except OSError as exc:
-            raise RecordingRefused(f"cannot use the recordings directory {directory}: {exc.strerror}") from None
+            raise RecordingRefused(f"cannot use the recordings directory {directory}: {exc.strerror}",
+                                   "recordings_dir_unusable", directory=str(directory), error=exc.strerror) from None
         problem = space_problem(directory, settings.min_free_mb)
         if problem:
-            raise RecordingRefused(f"not recording: {problem}")
+            raise RecordingRefused(f"not recording: {problem}", "recording_no_space", problem=problem)
         now = time.time()
         stem = file_stem(now, line, direction, remote, row)
         wav = self._create(directory, stem)
@@ -538,7 +544,8 @@ class Recordings:
             write_sidecar(sidecar_of(wav), meta)
         except OSError as exc:
             wav.unlink(missing_ok=True)
-            raise RecordingRefused(f"cannot write the recording's sidecar: {exc.strerror or exc}") from None
+            raise RecordingRefused(f"cannot write the recording's sidecar: {exc.strerror or exc}",
+                                   "recording_sidecar_failed", error=str(exc.strerror or exc)) from None
         with self._cv:
             self._active[row] = Active(row, wav, meta, now)
             self._ensure_thread()
@@ -553,11 +560,12 @@ class Recordings:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise RecordingRefused(f"cannot create {wav}: {exc.strerror}") from None
+                raise RecordingRefused(f"cannot create {wav}: {exc.strerror}", "recording_create_failed",
+                                       file=str(wav), error=exc.strerror) from None
             os.fchmod(fd, FILE_MODE)  # whatever the umask
             os.close(fd)
             return wav
-        raise RecordingRefused(f"too many recordings named {stem} already")
+        raise RecordingRefused(f"too many recordings named {stem} already", "recording_name_clash", stem=stem)
 
     def abort(self, row: int) -> None:
         """The agent could not start the recorder: remove the files made for it."""

@@ -36,7 +36,7 @@ def caller(desk: Desk, agent: FakeAgent, remote: str = "sip:2001@pbx.test") -> i
 def consulting(desk: Desk, agent: FakeAgent, answer: bool = True) -> tuple[int, int]:
     """B held and C dialled (and answered): (B, C)."""
     b = caller(desk, agent)
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
     assert out.ok, out.reason
     c = out.data["row"]
     if answer:
@@ -61,16 +61,16 @@ def test_consult_without_a_number_asks_for_it_and_leaves_the_caller_alone(
 ) -> None:
     caller(desk, agent)
 
-    out = desk.transfer("consult")
+    out = desk.transfer("consult").wait()
 
     assert out.reason == "number required for consult transfer"
-    assert ev.NumberRequired("consult transfer") in seen
+    assert ev.NumberRequired("transfer_consult") in seen
     assert agent.requests("hold") == [] and agent.requests("dial") == []
 
 
 def test_consult_of_a_call_not_yet_answered_is_refused(desk: Desk, agent: FakeAgent) -> None:
     call = agent.ring()
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
     assert out.reason == f"call {call} is ringing: consult needs an answered call"
     assert agent.requests("hold") == []
 
@@ -79,9 +79,9 @@ def test_consult_that_cannot_dial_does_not_hold_the_caller_first(desk: Desk, age
     for _ in range(MAX_CALLS - 1):
         caller(desk, agent)
     b = caller(desk, agent)
-    desk.select([b])
+    desk.select([b]).wait()
 
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
 
     assert out.reason == f"this unit handles at most {MAX_CALLS} calls"
     assert agent.requests("hold") == [] and not desk.rows[b].local_hold
@@ -91,7 +91,7 @@ def test_consult_on_an_unregistered_line_does_not_hold_the_caller(desk: Desk, ag
     b = caller(desk, agent)
     agent.register("op1", registered=False, code=503, reason="Service Unavailable")
 
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
 
     assert out.reason == "line op1 is not registered (Service Unavailable)"
     assert agent.requests("hold") == [] and desk.rows[b].state == "talking"
@@ -103,12 +103,12 @@ def test_consult_whose_dial_fails_keeps_the_caller_held_and_says_how_to_get_back
     b = caller(desk, agent)
     agent.fail_next("dial", "cannot call sip:2003@pbx.test: Invalid URI")
 
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
 
     assert out.reason == "cannot call sip:2003@pbx.test: Invalid URI"
     assert list(desk.rows) == [b] and desk.rows[b].state == "on hold"
     assert desk.rows[b].note == f"consultation failed ({out.reason}): connect to take the call back"
-    assert desk.connect().ok and desk.rows[b].state == "talking"
+    assert desk.connect().wait().ok and desk.rows[b].state == "talking"
 
 
 def test_consulted_party_hanging_up_tells_the_operator_and_confirm_is_then_refused(
@@ -119,7 +119,7 @@ def test_consulted_party_hanging_up_tells_the_operator_and_confirm_is_then_refus
     agent.ended(c, 200, "Normal call clearing")
 
     assert desk.rows[b].note == "consultation ended (200 Normal call clearing)"
-    assert desk.transfer("confirm").reason == "no consultation to confirm: use transfer consult first"
+    assert desk.transfer("confirm").wait().reason == "no consultation to confirm: use transfer consult first"
     assert desk.rows[b].state == "on hold"  # still the operator's to take back
 
 
@@ -129,7 +129,7 @@ def test_held_caller_hanging_up_makes_the_consultation_an_ordinary_call(desk: De
     agent.ended(b, 200, "Normal call clearing")
 
     assert (desk.rows[c].state, desk.rows[c].note) == ("talking", "the held caller hung up (200 Normal call clearing)")
-    assert desk.transfer("confirm").reason == "no consultation to confirm: use transfer consult first"
+    assert desk.transfer("confirm").wait().reason == "no consultation to confirm: use transfer consult first"
 
 
 # --- confirm ---------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def test_held_caller_hanging_up_makes_the_consultation_an_ordinary_call(desk: De
 
 def test_confirm_without_a_consultation_is_refused(desk: Desk, agent: FakeAgent) -> None:
     caller(desk, agent)
-    assert desk.transfer("confirm").reason == "no consultation to confirm: use transfer consult first"
+    assert desk.transfer("confirm").wait().reason == "no consultation to confirm: use transfer consult first"
     assert agent.requests("transfer_replaces") == []
 
 
@@ -147,14 +147,14 @@ def test_confirm_before_the_consulted_party_answers_is_refused_and_changes_nothi
     b, c = consulting(desk, agent, answer=False)
     agent.ringing(c)
 
-    out = desk.transfer("confirm")
+    out = desk.transfer("confirm").wait()
 
     assert out.reason == f"row {c} has not answered yet (ringing): wait for the answer, or use a quick transfer"
     assert failures(seen)[-1] == out.reason
     assert agent.requests("transfer_replaces") == []
     assert desk.rows[b].state == "on hold" and desk.rows[c].state == "ringing"
     agent.talking(c)  # once C answers, the same press goes through
-    assert desk.transfer("confirm").ok
+    assert desk.transfer("confirm").wait().ok
     assert agent.requests("transfer_replaces") == [(b, c)]
 
 
@@ -162,7 +162,7 @@ def test_confirm_done_leaves_both_calls(desk: Desk, agent: FakeAgent, monkeypatc
     monkeypatch.setattr(desk_module, "CONSULT_RELEASE", 0.05)
     b, c = consulting(desk, agent)
 
-    out = desk.transfer("confirm")
+    out = desk.transfer("confirm").wait()
 
     assert out.data == {"row": b, "to": c}
     assert desk.rows[b].note == "transferring to sip:2003@pbx.test"
@@ -183,7 +183,7 @@ def test_confirm_done_but_consulted_leg_never_released_is_hung_up_by_the_unit(
     # baresip 1.0 as B calls C afresh instead of replacing: C keeps our leg.
     monkeypatch.setattr(desk_module, "CONSULT_RELEASE", 0.05)
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
 
     agent.emit(ev.TransferProgress(b, 200, "OK", final=True))
     agent.ended(b)
@@ -195,14 +195,14 @@ def test_confirm_refused_by_the_far_end_keeps_both_calls_and_says_what_can_be_do
     desk: Desk, agent: FakeAgent, seen: list
 ) -> None:
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
 
     agent.emit(ev.TransferProgress(b, 420, "Bad Extension", final=True))
 
     assert failures(seen)[-1] == (
         f"transfer of call {b} to call {c} failed: 420 Bad Extension; both calls stay with you: "
         f"confirm again, connect call {b} to go back to the caller, or hang up call {c}")
-    assert [e.action for e in seen if isinstance(e, ev.ActionFailed)][-1] == "confirm transfer"
+    assert [e.action for e in seen if isinstance(e, ev.ActionFailed)][-1] == "transfer_confirm"
     assert agent.requests("hangup") == []
     assert (desk.rows[b].state, desk.rows[b].note) == ("on hold", "transfer: 420 Bad Extension")
     assert desk.rows[c].state == "consulting"
@@ -211,21 +211,21 @@ def test_confirm_refused_by_the_far_end_keeps_both_calls_and_says_what_can_be_do
 
 def test_after_a_refused_confirm_the_operator_can_retry(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     agent.emit(ev.TransferProgress(b, 486, "Busy Here", final=True))
 
-    assert desk.transfer("confirm").ok
+    assert desk.transfer("confirm").wait().ok
 
     assert agent.requests("transfer_replaces") == [(b, c), (b, c)]
 
 
 def test_after_a_refused_confirm_the_operator_can_go_back_to_the_caller(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     agent.emit(ev.TransferProgress(b, 420, "Bad Extension", final=True))
-    desk.select([b])
+    desk.select([b]).wait()
 
-    assert desk.connect().ok
+    assert desk.connect().wait().ok
 
     assert agent.requests("hold")[-1] == (c,), "C would hear the caller"
     assert agent.requests("unhold") == [(b,)]
@@ -234,13 +234,13 @@ def test_after_a_refused_confirm_the_operator_can_go_back_to_the_caller(desk: De
 
 def test_after_a_refused_confirm_the_operator_can_end_the_consultation(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     agent.emit(ev.TransferProgress(b, 420, "Bad Extension", final=True))
 
-    assert desk.hangup().ok  # the consultation is the selected row
+    assert desk.hangup().wait().ok  # the consultation is the selected row
     assert agent.requests("hangup") == [(c,)]
     agent.ended(c)
-    assert desk.connect().ok  # the caller is now the only call
+    assert desk.connect().wait().ok  # the caller is now the only call
     assert agent.requests("unhold") == [(b,)]
 
 
@@ -249,7 +249,7 @@ def test_confirm_that_gets_no_final_notify_times_out_and_keeps_both_calls(
 ) -> None:
     monkeypatch.setattr(desk_module, "TRANSFER_TIMEOUT", 0.05)
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     agent.emit(ev.TransferProgress(b, 100, "Trying", final=False))
 
     assert _eventually(lambda: bool(failures(seen)))
@@ -257,7 +257,7 @@ def test_confirm_that_gets_no_final_notify_times_out_and_keeps_both_calls(
     assert failures(seen) == [f"transfer of call {b} got no answer in 0 s: the call stays with you"]
     assert desk.rows[b].note == "transfer timed out" and c in desk.rows
     assert desk.transfers == {}
-    assert desk.transfer("confirm").ok  # the operator may try again
+    assert desk.transfer("confirm").wait().ok  # the operator may try again
 
 
 def test_a_final_ok_after_the_timeout_still_lets_the_operator_leave(
@@ -265,7 +265,7 @@ def test_a_final_ok_after_the_timeout_still_lets_the_operator_leave(
 ) -> None:
     monkeypatch.setattr(desk_module, "TRANSFER_TIMEOUT", 0.05)
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     assert _eventually(lambda: bool(failures(seen)))
 
     agent.emit(ev.TransferProgress(b, 200, "OK", final=True))  # B is with C now, however late
@@ -278,7 +278,7 @@ def test_provisional_notifies_keep_a_ringing_transfer_from_timing_out(
 ) -> None:
     monkeypatch.setattr(desk_module, "TRANSFER_TIMEOUT", 0.3)
     b, c = consulting(desk, agent)
-    desk.transfer("confirm")
+    desk.transfer("confirm").wait()
     for _ in range(4):  # 0.6 s of ringing, a NOTIFY every 0.15 s
         time.sleep(0.15)
         agent.emit(ev.TransferProgress(b, 180, "Ringing", final=False))
@@ -289,9 +289,9 @@ def test_provisional_notifies_keep_a_ringing_transfer_from_timing_out(
 
 def test_a_second_confirm_while_the_first_is_under_way_is_refused(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
-    assert desk.transfer("confirm").ok
+    assert desk.transfer("confirm").wait().ok
 
-    assert desk.transfer("confirm").reason == f"the transfer of call {b} is already under way"
+    assert desk.transfer("confirm").wait().reason == f"the transfer of call {b} is already under way"
     assert agent.requests("transfer_replaces") == [(b, c)]
 
 
@@ -299,19 +299,19 @@ def test_confirm_the_agent_cannot_send_keeps_both_calls(desk: Desk, agent: FakeA
     b, c = consulting(desk, agent)
     agent.fail_next("transfer_replaces", "Invalid operation (pjsua2 status 70013)")
 
-    out = desk.transfer("confirm")
+    out = desk.transfer("confirm").wait()
 
     assert out.reason == "Invalid operation (pjsua2 status 70013)"
     assert desk.transfers == {} and set(desk.rows) == {b, c}
-    assert desk.transfer("confirm").ok  # nothing left behind that blocks a retry
+    assert desk.transfer("confirm").wait().ok  # nothing left behind that blocks a retry
 
 
 def test_confirm_with_the_held_caller_selected_finds_its_consultation(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
     other = caller(desk, agent, "sip:2002@pbx.test")
-    desk.select([b])
+    desk.select([b]).wait()
 
-    assert desk.transfer("confirm").ok
+    assert desk.transfer("confirm").wait().ok
 
     assert agent.requests("transfer_replaces") == [(b, c)]
     assert other in desk.rows
@@ -336,7 +336,7 @@ def test_pickup_shows_the_caller_the_server_names(
 ) -> None:
     _dial_then(agent, monkeypatch, lambda call: agent.progress(call, "talking", 200, "OK", "sip:2001@pbx.test"))
 
-    out = desk.pickup("1005")
+    out = desk.pickup("1005").wait()
 
     assert out.ok, out.reason
     row = desk.rows[out.data["row"]]
@@ -349,7 +349,7 @@ def test_pickup_with_nothing_ringing_gives_the_servers_reason(
 ) -> None:
     _dial_then(agent, monkeypatch, lambda call: agent.ended(call, 404, "Nothing ringing"))
 
-    out = desk.pickup("1005")
+    out = desk.pickup("1005").wait()
 
     assert out.reason == "cannot pick up the call ringing on 1005: 404 Nothing ringing"
     assert failures(seen) == [out.reason] and desk.rows == {}
@@ -357,7 +357,7 @@ def test_pickup_with_nothing_ringing_gives_the_servers_reason(
 
 
 def test_pickup_without_a_number_asks_for_it(desk: Desk, agent: FakeAgent, seen: list) -> None:
-    out = desk.pickup()
+    out = desk.pickup().wait()
     assert out.reason == "number required for pickup"
     assert ev.NumberRequired("pickup") in seen and agent.received == []
 
@@ -366,9 +366,9 @@ def test_pickup_uses_the_number_field_and_the_profiles_prefix(
     desk: Desk, agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _dial_then(agent, monkeypatch, agent.talking)
-    desk.set("number", "1007")
+    desk.set("number", "1007").wait()
 
-    assert desk.pickup().ok
+    assert desk.pickup().wait().ok
 
     assert [r[2] for r in agent.requests("dial")] == ["sip:*81007@pbx.test"]
 
@@ -386,9 +386,9 @@ def test_confirm_with_an_unrelated_call_selected_is_refused(desk: Desk, agent: F
     b, c = consulting(desk, agent)
     e = agent.ring("sip:2009@pbx.test")
     agent.talking(e)
-    desk.select([e])
+    desk.select([e]).wait()
 
-    out = desk.transfer("confirm")
+    out = desk.transfer("confirm").wait()
 
     assert not out.ok and f"call {e} is not in a consultation" in out.reason
     assert agent.requests("transfer_replaces") == []
@@ -404,7 +404,7 @@ def test_a_consultation_refused_at_once_leaves_no_bookkeeping(desk: Desk, agent:
         return fut
 
     agent.dial = dial_then_busy  # type: ignore[method-assign]
-    out = desk.transfer("consult", "2003")
+    out = desk.transfer("consult", "2003").wait()
 
     assert not out.ok and "486 Busy Here" in out.reason
     assert desk.consults == {}

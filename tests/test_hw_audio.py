@@ -291,7 +291,7 @@ def test_missing_device_raises_one_alert_and_the_bridge_stays_silent(monkeypatch
     # The real device process, on a JACK server that does not exist and no other device.
     monkeypatch.setenv("JACK_DEFAULT_SERVER", f"kiosk-none-{os.getpid()}")
     alerts: list[str] = []
-    audio = LocalAudio("No Such Headset", alert=alerts.append, retry_s=0.5)
+    audio = LocalAudio("No Such Headset", alert=lambda message, code, params: alerts.append(message), retry_s=0.5)
     audio.start()
     try:
         deadline = time.monotonic() + 20

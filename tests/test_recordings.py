@@ -350,14 +350,14 @@ def desk(tmp_path: Path):
 def answered(desk: Desk, agent: FakeAgent) -> int:
     call = agent.ring("sip:2001@pbx.test")
     agent.talking(call)
-    desk.select([call])
+    desk.select([call]).wait()
     return call
 
 
 def test_desk_records_marks_hold_and_completes_the_sidecar_at_hang_up(desk) -> None:
     d, agent = desk
     call = answered(d, agent)
-    wav = Path(d.record("start").data["file"])
+    wav = Path(d.record("start").wait().data["file"])
 
     agent.emit(ev.CallMedia(call, local_hold=True, remote_hold=False))
     agent.emit(ev.CallMedia(call, local_hold=False, remote_hold=False))
@@ -370,15 +370,15 @@ def test_desk_records_marks_hold_and_completes_the_sidecar_at_hang_up(desk) -> N
     meta = json.loads(rec.sidecar_of(wav).read_text())
     assert meta["end"] and meta["stopped"].startswith("call ended")
     assert [s["by"] for s in meta["hold"]] == ["local"]
-    listed = d.recordings().data["recordings"]
+    listed = d.recordings().wait().data["recordings"]
     assert [r["file"] for r in listed] == [str(wav)] and listed[0]["recording"] is False
 
 
 def test_stop_returns_with_the_sidecar_complete(desk) -> None:
     d, agent = desk
     answered(d, agent)
-    wav = Path(d.record("start").data["file"])
-    assert d.record("stop").ok
+    wav = Path(d.record("start").wait().data["file"])
+    assert d.record("stop").wait().ok
     assert json.loads(rec.sidecar_of(wav).read_text())["stopped"] == "stopped by the operator"
 
 
@@ -386,7 +386,7 @@ def test_start_refused_when_the_disk_is_low_and_the_call_goes_on(desk, monkeypat
     d, agent = desk
     call = answered(d, agent)
     monkeypatch.setattr(rec, "free_bytes", lambda directory: 0)
-    out = d.record("start")
+    out = d.record("start").wait()
     assert not out.ok and "MB free" in out.reason
     assert agent.requests("record") == [] and d.rows[call].state == "talking"
 
@@ -414,7 +414,7 @@ def test_low_space_mid_recording_stops_it_with_an_alert(desk, monkeypatch: pytes
     seen: list[ev.Event] = []
     d.subscribe(seen.append)
     call = answered(d, agent)
-    wav = Path(d.record("start").data["file"])
+    wav = Path(d.record("start").wait().data["file"])
 
     monkeypatch.setattr(rec, "free_bytes", lambda directory: 0)
     deadline = time.monotonic() + 5

@@ -30,7 +30,7 @@ import os
 import time
 import wave
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pjsua2 as pj
@@ -248,9 +248,9 @@ class LocalBridge:
             self.agent.media.set_local_port(None)
         self.port = None
 
-    def _alert(self, message: str) -> None:
+    def _alert(self, message: str, code: str = "alert", params: dict[str, Any] | None = None) -> None:
         """From the device's supervisor thread to the desk, through the agent thread."""
-        self.agent.submit(self.agent.emit, ev.Alert(message))
+        self.agent.submit(self.agent.emit, ev.Alert(message, code, params or {"message": message}))
 
 
 def start_local_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None:
@@ -263,6 +263,6 @@ def start_local_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None
         if agent.media is not None:
             agent.media.set_local_port(None)
         bridge.port = None
-        agent.emit(ev.Alert(f"Local audio is off: {exc}"))
+        agent.emit(ev.Alert(f"Local audio is off: {exc}", "audio_off", {"error": str(exc)}))
         return None
     return bridge

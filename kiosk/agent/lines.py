@@ -177,7 +177,8 @@ class Lines:
         try:
             return self.by_line[line_id]
         except KeyError:
-            raise AgentError(f"unknown line {line_id!r}") from None
+            raise AgentError(f"unknown line {line_id!r}", "unknown_line", value=line_id,
+                             lines=", ".join(self.by_line)) from None
 
     def release(self) -> None:
         if self.keepalive is not None:

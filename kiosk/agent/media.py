@@ -173,7 +173,7 @@ class Media:
 
     def start_recording(self, call: "KCall", path: str) -> None:
         if call.id in self.recorders:
-            raise AgentError(f"call {call.id} is already being recorded")
+            raise AgentError(f"call {call.id} is already being recorded", "already_recording", row=call.id)
         rec = pj.AudioMediaRecorder()
         rec.createRecorder(path)
         self.recorders[call.id] = rec
@@ -182,7 +182,7 @@ class Media:
     def stop_recording(self, call: "KCall") -> None:
         rec = self.recorders.pop(call.id, None)
         if rec is None:
-            raise AgentError(f"call {call.id} is not being recorded")
+            raise AgentError(f"call {call.id} is not being recorded", "not_recording", row=call.id)
         self._quieted.discard(call.id)
         # Releasing the recorder finalises the WAV, but pjmedia closes the file on
         # its clock thread a tick or two later (measured ~20 ms): recordings.py

@@ -95,14 +95,18 @@ class NetWatch:
             if self.bound_host not in ("", "0.0.0.0", "::"):
                 reason = f"the unit's address {self.bound_host} is gone (its interface is down)"
             log.warning("network: %s (%s)", reason, described)
-            self.agent.emit(ev.Alert(f"network: {reason}; calls and registrations wait for it"))
+            self.agent.emit(ev.Alert(f"network: {reason}; calls and registrations wait for it", "network_down",
+                                     {"reason": reason}))
             for line in self.agent.profile.lines:
                 self.agent.emit(ev.LineState(line.id, False, 503, reason))
             return
         was_down, self.down = self.down, False
         log.warning("network changed (%s): restarting SIP transports, registering again", described)
-        self.agent.emit(ev.Alert("network back: registering again" if was_down
-                                 else f"network changed ({described}): registering again"))
+        if was_down:
+            self.agent.emit(ev.Alert("network back: registering again", "network_back", {}))
+        else:
+            self.agent.emit(ev.Alert(f"network changed ({described}): registering again", "network_changed",
+                                     {"change": described}))
         if not self.restart():
             self.last, self.down = previous, was_down  # try again at the next look
 
@@ -117,6 +121,7 @@ class NetWatch:
             ep.handleIpChange(prm)
         except pj.Error as exc:
             log.warning("network change: pjsua2 could not follow it: %s", exc.reason)
-            self.agent.emit(ev.Alert(f"network change: the SIP stack could not follow it ({exc.reason.strip()})"))
+            self.agent.emit(ev.Alert(f"network change: the SIP stack could not follow it ({exc.reason.strip()})",
+                                     "network_change_failed", {"error": exc.reason.strip()}))
             return False
         return True

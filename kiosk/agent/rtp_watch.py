@@ -81,7 +81,8 @@ class RtpWatch:
             self._seen.pop(call.id, None)
             reason = f"no audio from the far end for {self.timeout_s} s: the call was ended"
             log.warning("call %d: %s", call.id, reason)
-            self.agent.emit(ev.Alert(f"call {call.id}: {reason}"))
+            self.agent.emit(ev.Alert(f"call {call.id}: {reason}", "rtp_timeout",
+                                    {"row": call.id, "seconds": self.timeout_s}))
             try:
                 call.hangup_now()
             except pj.Error as exc:

@@ -147,7 +147,7 @@ class PjAgent:
         """Run fn(*args) on the agent thread; the Future holds its result or error."""
         fut: Future[Any] = Future()
         if not (self._thread and self._thread.is_alive()):
-            fut.set_exception(AgentError("the SIP agent is not running"))
+            fut.set_exception(AgentError("the SIP agent is not running", "agent_not_running"))
             return fut
         self._queue.put((fut, fn, args))
         self._wake()
@@ -328,13 +328,13 @@ class PjAgent:
                 try:
                     fut.set_result(fn(*args))
                 except pj.Error as exc:
-                    fut.set_exception(AgentError(_pj_reason(exc)))  # a new exception: no frames kept
+                    fut.set_exception(AgentError(_pj_reason(exc), "sip_error", error=_pj_reason(exc)))  # no frames kept
                 except AgentError as exc:
                     # No traceback: its frames may hold a Call that must die on this thread.
                     fut.set_exception(exc.with_traceback(None))
                 except Exception as exc:
                     log.exception("agent request failed")
-                    fut.set_exception(AgentError(f"internal error: {exc}"))
+                    fut.set_exception(AgentError(f"internal error: {exc}", "agent_internal", error=str(exc)))
                 del item, fut, fn, args  # nothing of a request outlives it (see above)
 
     def _shutdown(self) -> None:
@@ -447,9 +447,9 @@ class PjAgent:
     def _dial(self, call_id: int, line_id: str, uri: str, route_id: str | None) -> None:
         assert self.lines is not None
         if len(self.calls.active()) >= MAX_CALLS:
-            raise AgentError(f"this unit handles at most {MAX_CALLS} calls")
+            raise AgentError(f"this unit handles at most {MAX_CALLS} calls", "too_many_calls", max=MAX_CALLS)
         if not self.budget.fits(2, reserve=0):
-            raise AgentError("the unit is refusing a burst of incoming calls; try again in a second")
+            raise AgentError("the unit is refusing a burst of incoming calls; try again in a second", "incoming_burst")
         account = self.lines.account_for(line_id, route_id)
         call = KCall(self, account, call_id, "out")
         self.calls.add(call)
@@ -458,7 +458,8 @@ class PjAgent:
             call.makeCall(uri, prm)
         except pj.Error as exc:
             self.calls.remove(call_id)
-            raise AgentError(f"cannot call {uri}: {_pj_reason(exc)}") from None
+            raise AgentError(f"cannot call {uri}: {_pj_reason(exc)}", "dial_failed", uri=uri,
+                             error=_pj_reason(exc)) from None
         try:
             call.sip_call_id = call.getInfo().callIdString
         except pj.Error:
@@ -475,7 +476,7 @@ class PjAgent:
 
     def _mute(self, on: bool) -> None:
         if self.local_audio is None:
-            raise AgentError("this unit has no headset configured ([audio] device)")
+            raise AgentError("this unit has no headset configured ([audio] device)", "no_headset")
         self.local_audio.muted = on
         log.info("microphone %s", "muted" if on else "unmuted")
 
