@@ -1056,7 +1056,7 @@ class Desk:
             return failed
         self._consume(got)
         self._arm_transfer_timeout(row.id)
-        return Outcome(True, data={"row": row.id, "to": uri})
+        return Outcome(True, data={"row": row.id, "to": uri}, action=action)
 
     async def _transfer_consult(self, number: str | None) -> Outcome:
         action = "transfer_consult"
@@ -1071,6 +1071,8 @@ class Desk:
             failed = await self._wait(action, self.agent.hold(row.id), row.id)
             if failed:
                 return failed
+        if row.id not in self.rows:  # the caller hung up while being held: nobody to consult for
+            return self._refuse(action, refusal("call_ended", row.id, row=row.id))
         out = await self._dial_on(action, got, row.line, None,
                                   created=lambda consult: self.consults.__setitem__(consult, row.id))
         if not out.ok:
@@ -1086,7 +1088,7 @@ class Desk:
         if row.id in self.rows:
             self._set_note(row, "note_held_for_consultation", consult=consult)
             self._changed(row)
-        return Outcome(True, data={"row": consult, "held": row.id})
+        return Outcome(True, data={"row": consult, "held": row.id}, action=action)
 
     async def _transfer_confirm(self) -> Outcome:
         action = "transfer_confirm"
@@ -1105,7 +1107,7 @@ class Desk:
             self.transfers.pop(held, None)
             return failed
         self._arm_transfer_timeout(held)
-        return Outcome(True, data={"row": held, "to": consult})
+        return Outcome(True, data={"row": held, "to": consult}, action=action)
 
     def _arm_transfer_timeout(self, row_id: int, delay: float | None = None) -> None:
         """Give up waiting TRANSFER_TIMEOUT after the last NOTIFY (a ringing target keeps it alive)."""
@@ -1284,7 +1286,7 @@ class Desk:
                 row.recording = True
                 row.recording_path = str(path)
                 self._changed(row)
-            return Outcome(True, data={"row": row.id, "file": str(path)})
+            return Outcome(True, data={"row": row.id, "file": str(path)}, action=name)
         failed = await self._wait(name, self.agent.record(row.id, None), row.id)
         if failed:
             return failed
@@ -1296,7 +1298,7 @@ class Desk:
             await asyncio.wait_for(done, AGENT_TIMEOUT)
         except Exception as exc:
             log.warning("row %d: recording not completed in time: %r", row.id, exc)
-        return Outcome(True, data={"row": row.id, "file": row.recording_path})
+        return Outcome(True, data={"row": row.id, "file": row.recording_path}, action=name)
 
     async def _mute(self, state: str = "toggle") -> Outcome:
         """Microphone mute: "on", "off" or "toggle"; the reply says whether it is muted now."""

@@ -39,7 +39,7 @@ class Operator:
 
 @dataclass(frozen=True)
 class Sip:
-    listen: str = "127.0.0.1:5070"  # host:port for UDP and TCP
+    listen: str = "127.0.0.1:5070"  # IPv4 host:port for UDP and TCP (IPv6 is refused, see _IPV4_ONLY)
     trusted: tuple[str, ...] = ("127.0.0.1",)
     user_agent: str = "kiosk"
     #: REGISTER expiry (a server that restarted and lost its registrations
@@ -615,6 +615,54 @@ def _listen_problem(value: str) -> str | None:
     return _host_problem(host, brackets=True) or _port_problem(port)
 
 
+#: The agent creates IPv4 UDP and TCP transports only: pjsua2 cannot bind them to
+#: an IPv6 listen address (PJ_ERESOLVE, the unit does not start), sends nothing to
+#: an IPv6 registrar or proxy (PJSIP_EUNSUPTRANSPORT: the line silently never
+#: registers), and no request ever arrives from an IPv6 address. So IPv6 is
+#: refused here, where the message can say so, rather than failing at run time.
+_IPV4_ONLY = "IPv6 addresses are not supported yet: this unit listens on IPv4 only"
+
+
+def _ipv6(host: str) -> ipaddress.IPv6Address | None:
+    """The IPv6 address `host` is, written [::1] or ::1; None for a host name or IPv4 address."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+
+
+def _ipv4_for(address: ipaddress.IPv6Address) -> str:
+    """The IPv4 address to suggest instead of `address`: its own for ::ffff:a.b.c.d, else the like of it."""
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.is_loopback:
+        return "127.0.0.1"
+    return "0.0.0.0" if address.is_unspecified else "10.0.0.5"
+
+
+def _listen_ipv6_problem(value: str) -> str | None:
+    """The message for an IPv6 listen address ([::1]:5070, or unbracketed ::1), or None for another one."""
+    host, port = _split_hostport(value)
+    address = _ipv6(host)
+    if address is None:
+        return None
+    if port is None or _port_problem(port):
+        port = "5060"
+    if address.is_loopback or address.is_unspecified or address.ipv4_mapped:
+        like = f"{_ipv4_for(address)}:{port}"
+    else:
+        like = f"0.0.0.0:{port} (every interface)"
+    return f"{_IPV4_ONLY}; use an IPv4 address such as {like}, got {_show(value)}"
+
+
+def _server_host(uri: str) -> str:
+    """The host of a server URI that `_sip_uri_problem` accepted (sip:host[:port][;params])."""
+    hostport = uri[4:].partition(";")[0].rpartition("@")[2]
+    return _split_hostport(hostport)[0]
+
+
 # --- the builder ----------------------------------------------------------------
 
 _SECTIONS = {
@@ -792,6 +840,11 @@ class _Builder:
         if reason:
             self.problem(f"{prefix}.{name}", f"must be a SIP URI like {example}, got {_show(value)} ({reason})")
             return _BAD
+        if not user and _ipv6(_server_host(value)) is not None:
+            # A line's own uri may name an IPv6 domain: its requests go through its registrar or proxy.
+            self.problem(f"{prefix}.{name}", f"{_IPV4_ONLY}, so it cannot reach a server at an IPv6 address; "
+                                             f"use the server's IPv4 address or host name, like {example}, got {_show(value)}")
+            return _BAD
         return value
 
     # -- sections --
@@ -845,8 +898,12 @@ class _Builder:
     def sip(self, t: Mapping[str, Any], routes: list[Route]) -> Sip:
         listen = self.text(t, "sip", "listen", '"0.0.0.0:5060"', default=Sip.listen)
         if listen is not _BAD:
-            reason = _listen_problem(listen)
-            if reason:
+            ipv6 = _listen_ipv6_problem(listen)
+            reason = None if ipv6 else _listen_problem(listen)
+            if ipv6:
+                self.problem("sip.listen", ipv6)
+                listen = _BAD
+            elif reason:
                 self.problem(
                     "sip.listen",
                     f"must be host:port with a port from 1 to 65535, like 0.0.0.0:5060, got {_show(listen)} ({reason})",
@@ -908,6 +965,12 @@ class _Builder:
             if not isinstance(host, str):
                 self.problem(key, f"must be a host name or IP address in quotes, like \"10.0.0.5\", got {_show(host)}")
                 continue
+            address = _ipv6(host)
+            if address is not None:
+                # It could never match: requests reach this unit over IPv4 only.
+                self.problem(key, f"{_IPV4_ONLY}, so no request ever comes from an IPv6 address; "
+                                  f"use the host's IPv4 address or name, like \"{_ipv4_for(address)}\", got {_show(host)}")
+                continue
             reason = _host_problem(host, brackets=False)
             if reason:
                 self.problem(key, f"must be a host name or IP address without a port, like \"10.0.0.5\", got {_show(host)} ({reason})")
@@ -963,7 +1026,7 @@ class _Builder:
             return _BAD
         if has_password:
             value = self.text(e, prefix, "password", '"s3cret"', empty_ok=True, secret=True)
-            if value is not _BAD and self.world_readable and not self.warned_mode:
+            if value is not _BAD and self.world_readable and not self.warned_mode and not _placeholder(value):
                 self.warned_mode = True
                 self.problem(
                     f"{prefix}.password",
@@ -990,11 +1053,13 @@ class _Builder:
         except (OSError, ValueError) as e:
             self.problem(key, f"cannot read {file}: {_os_reason(e)}; create it with the password, readable by kiosk's user (chmod 640)")
             return _BAD
-        if st.st_mode & 0o004:
-            self.problem(key, f"{file} holds a password but every user on the unit can read it; run chmod 640 {file}")
         try:
-            password = raw.decode("utf-8").strip()
+            password: str | None = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
+            password = None
+        if st.st_mode & 0o004 and not (password and _placeholder(password)):
+            self.problem(key, f"{file} holds a password but every user on the unit can read it; run chmod 640 {file}")
+        if password is None:
             self.problem(key, f"{file} is not UTF-8 text; it should hold just the password")
             return _BAD
         if not password:
@@ -1107,6 +1172,21 @@ class _Builder:
                 used[pin] = name
             pins[name] = pin
         return Gpio(**pins)
+
+
+#: The placeholder passwords of the example profile (kiosk/examples/secrets/*.pass).
+_PLACEHOLDER = re.compile(r"change-me(?:-[A-Za-z0-9]+)?")
+
+
+def _placeholder(password: str) -> bool:
+    """Whether `password` is the example's placeholder, which is no secret.
+
+    Git stores every file 0644 (it cannot store 0600), so the example's password
+    files are world-readable as cloned; holding only a placeholder, they are
+    accepted that way and the example checks clean. A real password in a file
+    (or profile) every user can read is still refused.
+    """
+    return bool(_PLACEHOLDER.fullmatch(password))
 
 
 def _header(section: str) -> str:

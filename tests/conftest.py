@@ -28,6 +28,7 @@ from kiosk import events as ev  # noqa: E402
 from kiosk.desk import Desk  # noqa: E402
 from kiosk.lab.unit import LabLine, LabRoute, Unit, lab_profile_toml  # noqa: E402
 
+from . import fakes  # noqa: E402
 from .fakes import FakeAgent, make_profile  # noqa: E402
 
 #: Subscribers of the lab registrar: the unit's lines (1xxx) and far ends (2xxx).
@@ -42,26 +43,44 @@ if os.environ.get("CI") and not _HAVE_LAB:  # in CI a missing lab is an install 
 # --- the desk on a fake agent (fast unit tests) ---------------------------------
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _wider_fixtures_write_in_pytests_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A module- or session-scoped fixture that calls make_profile gets a new directory of pytest's own."""
+    fakes.set_new_tmp_dir(lambda: tmp_path_factory.mktemp("make_profile"))
+    yield
+    fakes.set_new_tmp_dir(None)
+
+
+@pytest.fixture(autouse=True)
+def _writes_only_in_tmp_path(tmp_path: Path) -> Iterator[None]:
+    """Paths a test does not choose (make_profile's recordings and socket) lie in its own tmp_path,
+    so no test writes to a fixed place under /tmp that other runs share."""
+    fakes.set_own_tmp_path(tmp_path)
+    yield
+    fakes.set_own_tmp_path(None)
+
+
 @pytest.fixture
 def agent() -> FakeAgent:
     return FakeAgent()
 
 
 @pytest.fixture
-def desk(agent: FakeAgent) -> Desk:
-    """A started desk on the fake agent, every line registered."""
+def desk(agent: FakeAgent) -> Iterator[Desk]:
+    """A started desk on the fake agent, every line registered; its loop ends with the test."""
     profile = make_profile()
     d = Desk(profile, agent)
     d.start()
     agent.register_all(profile)
-    return d
+    yield d
+    d.close()
 
 
 @pytest.fixture
 def seen(desk: Desk) -> list[ev.Event]:
-    """Every desk event from here on."""
+    """Every desk event from here on, but availability and done-notices (tested on their own)."""
     got: list[ev.Event] = []
-    desk.subscribe(got.append)
+    desk.subscribe(lambda e: got.append(e) if e.kind not in ("available", "action_done") else None)
     return got
 
 

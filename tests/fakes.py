@@ -25,15 +25,21 @@ def make_profile(
     *,
     default_route: str | None = "city",
     path: Path = Path("/etc/kiosk/test-profile.toml"),
-    recordings: Path = Path("/tmp/kiosk-test-recordings"),
+    recordings: Path | None = None,
     record_always: bool = False,
-    socket: Path = Path("/tmp/kiosk-test/control.sock"),
+    socket: Path | None = None,
 ) -> Profile:
     """A Profile with two lines and two routes, built from the dataclasses (no TOML involved).
 
     Lines: op1 (sip:1001@pbx.test) and op2 (sip:1002@pbx2.test).
     Routes: city (on op1, prefix 9) and trunk (on op2, prefix 8, through a trunk proxy).
+    Recordings and the control socket default to the running test's own tmp_path
+    (`own_tmp_path`): a test writes nowhere else, and no two tests share a file.
     """
+    if recordings is None or socket is None:
+        base = own_tmp_path()
+        recordings = base / "recordings" if recordings is None else recordings
+        socket = base / "control.sock" if socket is None else socket
     lines = (
         Line("op1", "Operator 1", "sip:1001@pbx.test", "sip:pbx.test:5060", "1001", password="secret1"),
         Line("op2", "Operator 2", "sip:1002@pbx2.test", "sip:pbx2.test:5060", "1002", password="secret2"),
@@ -121,6 +127,9 @@ class FakeAgent:
     def record(self, call: int, path: str | None) -> Future[None]:
         return self._request("record", call, path)
 
+    def mute(self, on: bool) -> Future[None]:
+        return self._request("mute", on)
+
     def _request(self, action: str, *args: Any) -> Future[None]:
         with self._lock:
             self.received.append((action, *args))
@@ -204,3 +213,65 @@ class FakeAgent:
     def remote_hold(self, call: int, held: bool = True) -> None:
         """The far end put the call on hold (or took it off) with its own re-INVITE."""
         self.emit(ev.CallMedia(call, local_hold=False, remote_hold=held))
+
+
+# --- where a test may write --------------------------------------------------------------
+
+#: The running test's tmp_path; tests/conftest.py sets it around every test.
+_test_tmp_path: Path | None = None
+#: Makes a new directory in pytest's temporary tree (tmp_path_factory); set by conftest once per session.
+_new_tmp_dir: Callable[[], Path] | None = None
+
+
+def set_own_tmp_path(path: Path | None) -> None:
+    """Make `path` the running test's own directory (None when the test is over)."""
+    global _test_tmp_path
+    _test_tmp_path = path
+
+
+def set_new_tmp_dir(make: Callable[[], Path] | None) -> None:
+    """How `own_tmp_path` makes a directory where no test's tmp_path exists yet (None: outside pytest)."""
+    global _new_tmp_dir
+    _new_tmp_dir = make
+
+
+def own_tmp_path() -> Path:
+    """The running test's own tmp_path, for default paths such as make_profile's.
+
+    In a module- or session-scoped fixture, set up before any test's tmp_path,
+    it is a new directory of pytest's temporary tree instead. Outside pytest
+    there is neither, and a fixed place under /tmp would be shared by every run
+    on the machine: pass the paths then.
+    """
+    if _test_tmp_path is not None:
+        return _test_tmp_path
+    if _new_tmp_dir is not None:
+        return _new_tmp_dir()
+    raise RuntimeError("no test is running (tests/conftest.py sets its tmp_path): pass recordings= and socket=")
+
+
+# --- the shipped example profile, as git checks it out --------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "kiosk" / "examples"
+
+
+def example_profile(directory: Path) -> Path:
+    """Copy kiosk/examples (the profile and its secrets/) into `directory` with the modes git
+    gives them on checkout, and return the profile's path.
+
+    Git stores only 100644 or 100755 (whether the owner may execute), whatever the mode in
+    the working tree, so every copy is 0644 (0755 if executable) and every folder 0755: what
+    a fresh clone holds, and what `kiosk check-profile` must accept.
+    """
+    for src in sorted(EXAMPLES.rglob("*")):
+        if "__pycache__" in src.parts:
+            continue
+        dest = directory / src.relative_to(EXAMPLES)
+        if src.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            dest.chmod(0o755)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(src.read_bytes())
+        dest.chmod(0o755 if src.stat().st_mode & 0o100 else 0o644)
+    return directory / "profile.toml"

@@ -9,7 +9,9 @@ provisioning a unit reads.
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from kiosk.profile import (
     profile_from_dict,
 )
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "kiosk" / "examples" / "profile.toml"
+from .fakes import example_profile
 
 HEAD = """\
 [operator]
@@ -110,7 +112,7 @@ max_age_days = 30
 prefix = "**"
 
 [control]
-socket = "/tmp/kiosk.sock"
+socket = "/run/kiosk-test/control.sock"
 
 [audio]
 device = 2
@@ -135,7 +137,7 @@ led_recording = 0
     assert profile.recording.directory == tmp_path / "rec"
     assert profile.recording.always is True and profile.recording.max_total_mb is None
     assert profile.pickup.prefix == "**"
-    assert profile.control.socket == Path("/tmp/kiosk.sock")
+    assert profile.control.socket == Path("/run/kiosk-test/control.sock")
     assert profile.audio.device == 2
     assert profile.gpio.hold == 17 and profile.gpio.led_recording == 0 and profile.gpio.answer is None
     assert check_profile(path) == []
@@ -151,10 +153,7 @@ def test_minimal_profile_takes_the_documented_defaults(tmp_path: Path) -> None:
 
 
 def test_example_profile_loads_cleanly(tmp_path: Path) -> None:
-    path = tmp_path / "profile.toml"
-    shutil.copy(EXAMPLE, path)
-    path.chmod(0o640)
-    profile = load_profile(path)
+    profile = load_profile(example_profile(tmp_path))
     assert len(profile.lines) == 2
     assert len(profile.routes) == 3
     assert [r.id for r in profile.routes if r.proxy] == ["trunk"]
@@ -163,13 +162,40 @@ def test_example_profile_loads_cleanly(tmp_path: Path) -> None:
     assert all(v is not None for v in vars(profile.gpio).values())
 
 
-def test_example_profile_as_shipped_is_refused_only_for_its_mode(tmp_path: Path) -> None:
-    path = tmp_path / "profile.toml"
-    shutil.copy(EXAMPLE, path)
-    path.chmod(0o644)
+def test_example_profile_passes_check_profile_as_git_checks_it_out(tmp_path: Path) -> None:
+    """A newcomer's first `kiosk check-profile kiosk/examples/profile.toml` is clean: git gives the
+    profile and its secrets/*.pass mode 0644, and those files hold placeholders, not secrets."""
+    path = example_profile(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644
+    secrets = sorted((tmp_path / "secrets").iterdir())
+    assert [f.name for f in secrets] == ["1001.pass", "2001.pass"]
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in secrets)
+    lines = tomllib.loads(path.read_text())["line"]
+    assert all("password" not in line and "password_file" in line for line in lines)  # no secret in the profile
+    assert check_profile(path) == []
+    profile = load_profile(path)
+    assert [line.password for line in profile.lines] == ["change-me-1001", "change-me-2001"]
+
+
+def test_example_copied_to_a_unit_with_a_real_password_asks_for_chmod(tmp_path: Path) -> None:
+    """The placeholder is let through world-readable; the real password put in its place is not."""
+    path = example_profile(tmp_path)
+    secret = tmp_path / "secrets" / "1001.pass"
+    secret.write_text("Xq7-real-pw\n")
     problem = only_problem(path)
-    assert problem.key == "line[1].password"
-    assert f"chmod 640 {path}" in problem.message
+    assert problem.key == "line[1].password_file"
+    assert problem.message == f"{secret} holds a password but every user on the unit can read it; run chmod 640 {secret}"
+    secret.chmod(0o640)
+    assert check_profile(path) == []
+
+
+@pytest.mark.lab  # starts a process
+def test_kiosk_check_profile_passes_the_example_as_cloned(tmp_path: Path) -> None:
+    path = example_profile(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "kiosk.cli", "check-profile", str(path)], check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.strip() == f"{path}: ok"
 
 
 def test_password_file_is_read_relative_to_the_profile_and_stripped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -376,9 +402,79 @@ def test_bad_listen(tmp_path: Path, listen: str, reason: str) -> None:
     )
 
 
-def test_listen_accepts_ipv6_in_brackets(tmp_path: Path) -> None:
-    text = profile_text().replace('listen = "0.0.0.0:5060"', 'listen = "[::1]:5070"')
-    assert load_profile(write(tmp_path, text)).sip.port == 5070
+@pytest.mark.parametrize(
+    ("listen", "like"),
+    [
+        ("[::1]:5070", "127.0.0.1:5070"),
+        ("[::]:5060", "0.0.0.0:5060"),
+        ("[::ffff:10.0.0.7]:5060", "10.0.0.7:5060"),
+        ("[2001:db8::7]:5080", "0.0.0.0:5080 (every interface)"),
+        ("[::1]", "127.0.0.1:5060"),  # port missing too: IPv6 is the thing to change first
+        ("::1", "127.0.0.1:5060"),  # without brackets
+    ],
+)
+def test_ipv6_listen_is_refused_with_the_ipv4_to_use(tmp_path: Path, listen: str, like: str) -> None:
+    """pjsua2's transports here are IPv4: on [::1]:5070 the unit would not start (PJ_ERESOLVE)."""
+    text = profile_text().replace('listen = "0.0.0.0:5060"', f'listen = "{listen}"')
+    problem = only_problem(write(tmp_path, text))
+    assert (problem.key, problem.line) == ("sip.listen", 6)
+    assert problem.message == (
+        "IPv6 addresses are not supported yet: this unit listens on IPv4 only; "
+        f"use an IPv4 address such as {like}, got {listen!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "like"),
+    [("2001:db8::5", "10.0.0.5"), ("::1", "127.0.0.1"), ("[2001:db8::5]", "10.0.0.5"), ("::ffff:10.0.0.9", "10.0.0.9")],
+)
+def test_ipv6_trusted_host_is_refused_as_it_could_never_match(tmp_path: Path, host: str, like: str) -> None:
+    text = profile_text().replace('trusted = ["10.0.0.5"]', f'trusted = ["10.0.0.5", "{host}"]')
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "sip.trusted[2]"
+    assert problem.message == (
+        "IPv6 addresses are not supported yet: this unit listens on IPv4 only, so no request ever comes from an "
+        f'IPv6 address; use the host\'s IPv4 address or name, like "{like}", got {host!r}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "like"),
+    [
+        ("registrar", "sip:[2001:db8::1]:5060", "sip:pbx.example.org:5060"),
+        ("registrar", "sip:[::1]", "sip:pbx.example.org:5060"),
+        ("proxy", "sip:[2001:db8::1]:5060;lr", "sip:proxy.example.org:5060;lr"),
+    ],
+)
+def test_ipv6_server_of_a_line_is_refused(tmp_path: Path, key: str, value: str, like: str) -> None:
+    """With IPv4 transports only, pjsua2 sends nothing there (PJSIP_EUNSUPTRANSPORT): the line
+    would silently never register, so the profile says why instead."""
+    text = profile_text()
+    if key == "proxy":
+        text += f'proxy = "{value}"\n'
+    else:
+        text = text.replace('registrar = "sip:pbx.example.org:5060"', f'registrar = "{value}"')
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == f"line[1].{key}"
+    assert problem.line == line_of(text, f'{key} = "{value}"')
+    assert problem.message == (
+        "IPv6 addresses are not supported yet: this unit listens on IPv4 only, so it cannot reach a server at an "
+        f"IPv6 address; use the server's IPv4 address or host name, like {like}, got {value!r}"
+    )
+
+
+def test_ipv6_trunk_proxy_of_a_route_is_refused(tmp_path: Path) -> None:
+    text = profile_text(routes=("trunk",)) + 'proxy = "sip:[2001:db8::9]:5060"\n'
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "route[1].proxy"
+    assert problem.message.startswith("IPv6 addresses are not supported yet: this unit listens on IPv4 only")
+    assert problem.message.endswith("like sip:trunk.example.net:5060, got 'sip:[2001:db8::9]:5060'")
+
+
+def test_a_line_uri_may_name_an_ipv6_domain(tmp_path: Path) -> None:
+    """Only where the unit sends matters: the line's requests go to its (IPv4) registrar or proxy."""
+    text = profile_text().replace('uri = "sip:1001@pbx.example.org"', 'uri = "sip:1001@[2001:db8::1]"')
+    assert load_profile(write(tmp_path, text)).line("1001").domain == "[2001:db8::1]"
 
 
 @pytest.mark.parametrize(
@@ -408,9 +504,9 @@ def test_bad_uris(tmp_path: Path, key: str, value: str, like: str, reason: str) 
 
 def test_uris_with_ports_and_parameters_are_accepted(tmp_path: Path) -> None:
     text = profile_text().replace('uri = "sip:1001@pbx.example.org"', 'uri = "sip:1001@10.0.0.5:5080;transport=tcp"')
-    text += 'proxy = "sip:[2001:db8::1]:5060;lr"\n'
+    text += 'proxy = "sip:10.0.0.6:5060;lr"\n'
     profile = load_profile(write(tmp_path, text))
-    assert profile.line("1001").proxy == "sip:[2001:db8::1]:5060;lr"
+    assert profile.line("1001").proxy == "sip:10.0.0.6:5060;lr"
 
 
 def test_route_proxy_and_prefix_are_checked(tmp_path: Path) -> None:
@@ -469,6 +565,30 @@ def test_world_readable_password_file(tmp_path: Path) -> None:
     problem = only_problem(write(tmp_path, text))
     assert problem.key == "line[1].password_file"
     assert problem.message == f"{secret} holds a password but every user on the unit can read it; run chmod 640 {secret}"
+
+
+@pytest.mark.parametrize("placeholder", ["change-me", "change-me-1001"])
+def test_world_readable_password_file_holding_the_example_placeholder_is_accepted(tmp_path: Path, placeholder: str) -> None:
+    secret = tmp_path / "1001.pass"
+    secret.write_text(placeholder + "\n")
+    secret.chmod(0o644)
+    text = profile_text().replace('password = "secret"', 'password_file = "1001.pass"')
+    assert load_profile(write(tmp_path, text)).line("1001").password == placeholder
+
+
+@pytest.mark.parametrize("almost", ["change-me-1001!", "change-me-", "Change-me-1001", "xchange-me"])
+def test_only_the_exact_placeholder_is_let_through_world_readable(tmp_path: Path, almost: str) -> None:
+    secret = tmp_path / "1001.pass"
+    secret.write_text(almost)
+    secret.chmod(0o644)
+    text = profile_text().replace('password = "secret"', 'password_file = "1001.pass"')
+    problem = only_problem(write(tmp_path, text))
+    assert problem.key == "line[1].password_file" and f"run chmod 640 {secret}" in problem.message
+
+
+def test_world_readable_profile_holding_only_the_placeholder_is_accepted(tmp_path: Path) -> None:
+    text = profile_text().replace('password = "secret"', 'password = "change-me-1001"')
+    assert load_profile(write(tmp_path, text, mode=0o644)).line("1001").password == "change-me-1001"
 
 
 def test_world_readable_profile_holding_a_password_is_reported_once(tmp_path: Path) -> None:

@@ -26,9 +26,14 @@ from kiosk.lab.unit import LabLine, Unit, lab_profile_toml
 USERS = {"1001": "torture-1001", "2001": "torture-2001"}
 
 
-def main(corpus: Path) -> int:
+def main(corpus: Path, work: Path | None = None) -> int:
+    """Run the corpus against a unit whose files all go in `work` (the test's tmp_path; a new temporary one if None)."""
+    if not corpus.is_dir():
+        print(f"torture_run: no corpus at {corpus}: give the rfc4475 folder of shared/robustness", file=sys.stderr)
+        return 2
     report: dict[str, object] = {"sent": 0}
-    work = Path(tempfile.mkdtemp(prefix="kiosk-torture-"))
+    if work is None:
+        work = Path(tempfile.mkdtemp(prefix="kiosk-torture-"))
     with Kamailio(work / "kamailio", free_port(), USERS) as kam, \
             Baresip(work / "far", user="2001", password=USERS["2001"], registrar=kam.address, tone_hz=500) as _far:
         port = free_port()
@@ -85,4 +90,6 @@ def main(corpus: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: torture_run.py CORPUS_DIR [WORKDIR]")
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) == 3 else None))
