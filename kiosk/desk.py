@@ -65,6 +65,8 @@ PICKUP_TIMEOUT = 8.0
 PICKUP_RELEASE = 2.0
 #: How long the agent thread waits for the desk loop to apply one of its events.
 EVENT_HANDOVER = 2.0
+#: A line's registration state before the first REGISTER's answer.
+NOT_YET = "not registered yet"
 #: What the Number field takes from the keypad.
 DIAL_CHARS = frozenset("0123456789*#+")
 
@@ -196,7 +198,8 @@ class Outcome:
 
     @classmethod
     def refuse(cls, reason: str, code: str = "refused", **params: Any) -> "Outcome":
-        return cls(False, reason, code=code, params=params)
+        """A refusal made outside the desk (a link that is down, say): `refused` shows `reason` as it is."""
+        return cls(False, reason, code=code, params=params or ({"reason": reason} if code == "refused" else {}))
 
     def wait(self, timeout: float | None = 60.0) -> "Outcome":
         """The final outcome: this one when it is final, else the one the action ends with."""
@@ -207,7 +210,7 @@ class Outcome:
     def error(self) -> dict[str, Any]:
         """The refusal as the control socket's `error` object."""
         return {"code": self.code, "action": self.action, "message": self.reason, "params": self.params,
-                "row": self.row}
+                "row": self.row, "command": self.command}
 
 
 class _FromField(str):
@@ -264,7 +267,7 @@ class Desk:
         if self.route:
             self.line = profile.route(self.route).line
         self.registered: dict[str, ev.LineState] = {
-            line.id: ev.LineState(line.id, False, 0, "not registered yet") for line in profile.lines
+            line.id: ev.LineState(line.id, False, 0, NOT_YET) for line in profile.lines
         }
         self.selection_lost = False  # the selected call ended: no falling back to "the only call"
         self.transfers: dict[int, Transfer] = {}
@@ -598,6 +601,11 @@ class Desk:
             rows = list(self.rows.values())
         return rows
 
+    def _no_row(self, row: int) -> Refusal:
+        if not self.rows:
+            return refusal("no_row_empty", row=row)
+        return refusal("no_row", row=row, rows=", ".join(str(r) for r in self.rows))
+
     def _one(self) -> Row | Refusal:
         rows = self.selected()
         if not rows and self.selection_lost:
@@ -624,7 +632,10 @@ class Desk:
     def _can_line(self, line_id: str, row: int | None = None) -> Refusal | None:
         state = self.registered.get(line_id)
         if state is not None and not state.registered:
-            return refusal("line_not_registered", row, line=line_id, reason=state.reason)
+            reason: Any = state.reason
+            if state.code == 0 and reason == NOT_YET:
+                reason = {"code": "not_registered_yet", "params": {}}
+            return refusal("line_not_registered", row, line=line_id, reason=reason)
         if len(self.rows) >= MAX_CALLS:
             return refusal("too_many_calls", row, max=MAX_CALLS)
         return None
@@ -684,7 +695,7 @@ class Desk:
         if not row.up:
             return refusal("transfer_needs_answer", row.id, row=row.id, state=row.state)
         if row.id in self.transfers:  # a second REFER would have the caller dial twice
-            return refusal("already_transferring", row.id, row=row.id, note=row.note)
+            return refusal("already_transferring", row.id, row=row.id, note=row.note_key or row.note)
         return row
 
     def _can_transfer_quick(self) -> Refusal | None:
@@ -767,7 +778,7 @@ class Desk:
         for rid in ids:
             row = self.rows.get(rid)
             if row is None:
-                return refusal("no_row", row=rid, rows=", ".join(str(r) for r in self.rows) or "none")
+                return self._no_row(rid)
             if not row.up:
                 return refusal("join_needs_answer", rid, row=rid, state=row.state)
         # One operator, one headset: a join always adds to the unit's one
@@ -866,8 +877,7 @@ class Desk:
             ids = [r for r in current if r != toggle] if toggle in current else [*current, *ids, toggle]
         missing = [r for r in ids if r not in self.rows]
         if missing:
-            return self._refuse("select", refusal("no_row", row=missing[0],
-                                                  rows=", ".join(str(r) for r in self.rows) or "none"))
+            return self._refuse("select", self._no_row(missing[0]))
         self.selection = list(dict.fromkeys(ids))
         self.selection_lost = False
         self._emit(ev.SelectionChanged(tuple(self.selection)))
@@ -1083,7 +1093,7 @@ class Desk:
         self._consume(got)
         consult = out.data["row"]
         if consult not in self.rows:  # refused at once (busy, not found): nothing to consult with
-            reason = self.ended_reasons.get(consult, "ended")
+            reason = self.ended_reasons.get(consult) or {"code": "no_reason", "params": {}}
             return self._refuse(action, refusal("consult_ended_at_once", row.id, row=row.id, reason=reason))
         if row.id in self.rows:
             self._set_note(row, "note_held_for_consultation", consult=consult)

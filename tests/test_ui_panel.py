@@ -31,7 +31,7 @@ from kivy.clock import Clock  # noqa: E402
 from kivy.tests.common import UnitTestTouch  # noqa: E402
 
 from kiosk import events as ev  # noqa: E402
-from kiosk.desk import Desk  # noqa: E402
+from kiosk.desk import AgentError, Desk  # noqa: E402
 from kiosk.profile import Operator  # noqa: E402
 from kiosk.ui.frontend import DeskFrontend  # noqa: E402
 
@@ -112,7 +112,9 @@ def caller(agent: FakeAgent, remote: str = "sip:2001@pbx.test") -> int:
 
 
 def row_texts(panel: Panel, row_id: int) -> dict[str, str]:
-    return {key: cell.text for key, cell in panel.table.rows[row_id].cells.items()}
+    """What a row's cells say; the state cell without its markup (a note is in `note_text`)."""
+    row = panel.table.rows[row_id]
+    return {key: cell.text for key, cell in row.cells.items()} | {"col_state": row.state_word}
 
 
 # --- Call, Line, Number, Route ---------------------------------------------------------
@@ -274,7 +276,7 @@ def test_number_required_opens_the_keypad_popup_and_completes_the_action(panel: 
     pump(panel)
     tap(panel, panel.buttons["transfer_quick"])
     popup = panel.popup
-    assert popup is not None and popup.action == "quick transfer"
+    assert popup is not None and popup.action == "transfer_quick"
     assert popup.title == "Number for: Quick transfer"
     assert panel.status.text == ""  # the popup is the answer, not a refusal
     assert agent.requests("transfer") == []
@@ -311,37 +313,178 @@ def test_an_alert_shows_in_the_status_line(panel: Panel, agent: FakeAgent) -> No
     assert panel.status.text == "audio device lost: calls go on without local audio"
 
 
-def test_mute_refused_by_an_agent_without_mute_says_so(panel: Panel) -> None:
+def test_mute_refused_by_the_agent_says_why(panel: Panel, agent: FakeAgent) -> None:
+    agent.fail_next("mute", AgentError("this unit has no headset configured ([audio] device)", "no_headset"))
     tap(panel, panel.buttons["mute"])
-    assert panel.status.text == "Mute: this unit cannot mute the microphone"
+    assert panel.status.text == "Mute: this unit has no headset configured ([audio] device)"
+    assert panel.buttons["mute"].text == panel.texts["mute"]
 
 
-def test_mute_button_follows_the_desk_whoever_mutes() -> None:
+def test_mute_button_follows_the_desk_whoever_mutes(panel: Panel, desk: Desk) -> None:
     """A mute from `kiosk ctl` or a GPIO key shows on the screen too (the MuteChanged event)."""
-    from concurrent.futures import Future
+    button = panel.buttons["mute"]
+    tap(panel, button)
+    assert button.text == panel.texts["muted"]
+    assert desk.mute("off").wait().data["muted"] is False  # as the control socket does it
+    pump(panel)
+    assert button.text == panel.texts["mute"]
+    desk.mute("on").wait()
+    pump(panel)
+    assert button.text == panel.texts["muted"]
 
-    class MutingAgent(FakeAgent):
-        def mute(self, on: bool) -> Future[None]:
-            fut: Future[None] = Future()
-            fut.set_result(None)
-            return fut
 
-    agent = MutingAgent()
-    desk = Desk(make_profile(), agent)
-    desk.start()
-    panel = make_panel(desk)
-    try:
-        button = panel.buttons["mute"]
-        tap(panel, button)
-        assert button.text == panel.texts["muted"]
-        assert desk.mute("off").data == {"muted": False}  # as the control socket does it
-        pump(panel)
-        assert button.text == panel.texts["mute"]
-        desk.mute("on")
-        pump(panel)
-        assert button.text == panel.texts["muted"]
-    finally:
-        drop(panel)
+# --- what can be done now: dimmed buttons ------------------------------------------------------------
+
+#: The screen's action buttons that cannot act on an empty unit (Call, Pickup and Mute can).
+NOTHING_TO_ACT_ON = {"answer", "hangup", "hold", "connect", "transfer_quick", "transfer_consult", "transfer_confirm",
+                     "conference", "record_start", "record_stop"}
+
+
+def dimmed(panel: Panel) -> set[str]:
+    return {key for key, button in panel.buttons.items() if button.dimmed}
+
+
+def screen_colour(path: str, widget: Any) -> tuple[int, ...]:
+    """The colour (0-255 RGB) drawn in a screenshot just inside a widget's lower left corner (its background)."""
+    from kivy.core.image import Image as CoreImage
+
+    image = CoreImage(path, keep_data=True)
+    x, y = widget.to_window(widget.x + 5, widget.y + 5)
+    r, g, b, _a = image.read_pixel(int(x), image.size[1] - int(y) - 1)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def near(colour: tuple[int, ...], rgba: tuple[float, ...], scale: float = 1.0) -> bool:
+    return all(abs(c - round(v * scale * 255)) <= 3 for c, v in zip(colour, rgba[:3]))
+
+
+def test_the_buttons_come_from_the_command_table(panel: Panel) -> None:
+    from kiosk.commands import screen_bindings
+
+    bindings = screen_bindings()
+    assert set(panel.buttons) == set(bindings) == {
+        "call", "answer", "hangup", "hold", "connect", "transfer_quick", "transfer_consult", "transfer_confirm",
+        "conference", "pickup", "record_start", "record_stop", "mute"}
+    assert {key: action.id for key, action in panel.bindings.items()} == {k: a.id for k, a in bindings.items()}
+
+
+def test_buttons_are_dimmed_while_their_action_cannot_act(panel: Panel, desk: Desk, agent: FakeAgent,
+                                                         tmp_path: Any) -> None:
+    from kiosk.ui.widgets import AMBER, DIM_BACKGROUND, GREEN
+
+    assert dimmed(panel) == NOTHING_TO_ACT_ON  # from the desk's snapshot: nothing rings, nothing to act on
+    call = agent.ring("sip:2001@pbx.test")
+    pump(panel)  # AvailabilityChanged: Answer and Hang up can act on the ringing call; Hold cannot yet
+    assert dimmed(panel) == NOTHING_TO_ACT_ON - {"answer", "hangup"}
+    tap(panel, panel.buttons["hold"])  # a dimmed button still sends its command: the desk says why not
+    assert agent.requests("hold") == []
+    assert panel.status.text == "Hold: call 1 is ringing: only a call in conversation can be held"
+
+    path = Window.screenshot(name=str(tmp_path / "dimmed.png"))  # Answer lit, Hold dimmed, the refusal shown
+    assert path
+    assert near(screen_colour(path, panel.buttons["answer"]), GREEN)
+    # Connect, not Hold: a test touch leaves the button it tapped drawn pressed (it has no end time).
+    assert near(screen_colour(path, panel.buttons["connect"]), AMBER, DIM_BACKGROUND)
+    assert near(screen_colour(path, panel.buttons["call"]), GREEN)
+
+    tap(panel, panel.buttons["answer"])
+    agent.talking(call)
+    pump(panel)
+    assert "answer" in dimmed(panel) and not {"hold", "transfer_quick", "record_start", "hangup"} & dimmed(panel)
+    assert not panel.buttons["hold"].dimmed and panel.buttons["hold"].background_color == list(AMBER)
+
+    # The unit's socket came back: its snapshot says what can be done now.
+    snap = desk.snapshot()
+    snap["available"] = {action.id: {"code": "no_selection", "params": {}, "message": "", "row": None}
+                         for action in panel.bindings.values()}
+    panel.on_event(ev.LinkChanged(True, snapshot=snap))
+    assert dimmed(panel) == set(panel.buttons)
+
+
+#: How soon a Hang up must reach the agent although another action waits for it.
+HANGUP_WITHIN = 0.1
+
+
+def tap_only(widget: Any) -> None:
+    """A tap, and nothing waited for: not the worker, not the desk (what a finger does)."""
+    touch = UnitTestTouch(*widget.to_window(*widget.center))
+    touch.touch_down()
+    EventLoop.idle()
+    touch.touch_up()
+
+
+def agent_got(agent: FakeAgent, action: str, count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until the agent has received `count` `action` requests (the pending action reached it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(agent.requests(action)) < count:
+        assert time.monotonic() < deadline, f"the agent never got {action}"
+        EventLoop.idle()
+
+
+def _pending_pickup(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
+    type_number(panel, "1002")
+    stalled = agent.stall_next("dial")
+    tap_only(panel.buttons["pickup"])  # the INVITE to *81002 never gets its answer
+    agent_got(agent, "dial")
+    [(row, _line, uri, _route)] = agent.requests("dial")
+    assert uri == "sip:*81002@pbx.test"
+    return "pickup", stalled, row
+
+
+def _pending_consult(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
+    b = caller(agent)
+    type_number(panel, "3003")
+    stalled = agent.stall_next("hold")
+    tap_only(panel.buttons["transfer_consult"])  # holds the caller first: the hold never completes
+    agent_got(agent, "hold")
+    assert agent.requests("hold") == [(b,)] and agent.requests("dial") == []
+    return "transfer_consult", stalled, b
+
+
+def _pending_join(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
+    b = caller(agent)
+    type_number(panel, "3003")
+    tap(panel, panel.buttons["conference"])  # holds the first party, dials the next
+    [(c, *_)] = agent.requests("dial")
+    agent.talking(c)
+    pump(panel)
+    stalled = agent.stall_next("conference")
+    tap_only(panel.buttons["conference"])  # join: the agent never says it has bridged them
+    agent_got(agent, "conference")
+    assert agent.requests("conference") == [([b, c],)]
+    return "conference", stalled, c
+
+
+@pytest.mark.parametrize("pending", [_pending_pickup, _pending_consult, _pending_join],
+                         ids=["pickup", "consult", "conference join"])
+def test_a_hang_up_tap_overtakes_a_pending_action(panel: Panel, desk: Desk, agent: FakeAgent, pending: Any) -> None:
+    import time
+
+    finished: list[ev.Event] = []
+    desk.subscribe(lambda e: finished.append(e) if isinstance(e, (ev.ActionDone, ev.ActionFailed)) else None)
+    action, stalled, row = pending(panel, agent)  # not waited for: the worker may still be sending it
+    before = [e for e in finished if e.action == action]  # the join's first step (the dial) is done
+
+    button = panel.buttons["hangup"]
+    touch = UnitTestTouch(*button.to_window(*button.center))
+    touch.touch_down()
+    EventLoop.idle()
+    tapped = time.monotonic()
+    touch.touch_up()  # the button's on_release: the command goes to the worker, behind the pending one
+    while not agent.requests("hangup") and time.monotonic() - tapped < 5:
+        time.sleep(0.001)
+    took = time.monotonic() - tapped
+    assert agent.requests("hangup") == [(row,)], "the Hang up never reached the agent"
+    assert took < HANGUP_WITHIN, f"the Hang up took {took * 1000:.0f} ms to reach the agent"
+    assert not stalled.done()  # the other action still waits for its SIP answer...
+    assert [e for e in finished if e.action == action] == before  # ...and has not finished
+
+    stalled.set_result(None)  # let it finish, so that nothing is left waiting after the test
+    for call in list(desk.snapshot()["calls"]):
+        agent.ended(call["id"])
+    pump(panel)
 
 
 # --- languages and the picture --------------------------------------------------------------------
@@ -366,6 +509,44 @@ def test_russian_labels(agent: FakeAgent) -> None:
         assert row_texts(panel, call)["col_state"] == "разговор"
         tap(panel, panel.buttons["connect"])
         assert panel.status.text.startswith("Подключить: ")
+    finally:
+        drop(panel)
+
+
+def test_russian_refusals_alerts_notes_and_the_number_popup_by_code(agent: FakeAgent) -> None:
+    profile = dataclasses.replace(make_profile(), operator=Operator("Оператор", "ru"))
+    desk = Desk(profile, agent)
+    desk.start()
+    agent.register_all(profile)
+    panel = make_panel(desk)
+    try:
+        tap(panel, panel.buttons["hold"])
+        assert panel.status.text == "Удержание: не выбран вызов"
+        call = agent.ring()
+        pump(panel)
+        tap(panel, panel.buttons["hold"])  # the call's state is a parameter, translated too
+        assert panel.status.text == "Удержание: вызов 1: звонит; удержать можно только разговор"
+        agent.emit(ev.Alert("network: eth0 down; calls and registrations wait for it", "network_down",
+                            {"reason": "eth0 down"}))
+        pump(panel)
+        assert panel.status.text == "сеть: eth0 down; вызовы и регистрации ждут её"
+
+        tap(panel, panel.buttons["answer"])
+        agent.talking(call)
+        tap(panel, panel.buttons["transfer_quick"])  # no number yet: the desk asks for one
+        popup = panel.popup
+        assert popup is not None and popup.action == "transfer_quick"
+        assert popup.title == "Номер для: Перевод: Быстрый"
+        assert panel.status.text == ""  # the popup is the answer to "number required", not a refusal
+        for char in "3003":
+            tap(panel, popup.keypad.keys[char])
+        tap(panel, popup.ok)
+        assert agent.requests("transfer") == [(call, "sip:3003@pbx.test")]
+        assert panel.table.rows[call].note_text == "перевод на sip:3003@pbx.test"  # the row's note, by its key
+        agent.transfer_status(call, 603, "Declined")  # the transfer fails long after its command was answered
+        pump(panel)
+        assert panel.status.text == "Перевод: Быстрый: перевод вызова 1 не удался: 603 Declined; вызов остаётся у вас"
+        assert panel.table.rows[call].note_text == "перевод: 603 Declined"
     finally:
         drop(panel)
 

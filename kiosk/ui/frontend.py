@@ -1,12 +1,19 @@
 """The touchscreen's link to the desk: touches -> desk commands on a worker, desk events -> the UI thread.
 
-No Kivy here (so it is tested and read without a screen). A desk command may
-wait seconds for the SIP agent, and Kivy's thread must keep drawing, so every
-command goes through one queue to one worker thread, in the order touched (as
-hw/buttons.py does for GPIO). Desk listeners run on whichever thread caused the
-event (agent, control socket, GPIO, this worker): `post` hands each one to the
-UI thread (Kivy's Clock.schedule_once in the app) and the widgets are only ever
-touched there.
+No Kivy here (so it is tested and read without a screen). The command
+vocabulary is kiosk.commands' table: a button is an action id, and `act` sends
+that action's command with its fixed arguments (and a number, for the actions
+that take one) through the desk's generic `run(name, **args)`, the same request
+`kiosk ctl` and the control socket make. Every desk command answers at once
+(refused, done, or accepted and still running: a SIP outcome arrives later as
+an event), so the one worker thread never waits behind another action's SIP;
+it exists so that Kivy's thread never does socket I/O (a RemoteDesk) nor waits
+for the desk loop, and so that touches reach the desk in the order touched.
+
+Desk listeners run on whichever thread caused the event (the desk loop, the
+RemoteDesk's reader): `post` hands each one to the UI thread (Kivy's
+Clock.schedule_once in the app) and the widgets are only ever touched there.
+The front-end reads nothing of the desk but its snapshot and its events.
 """
 
 from __future__ import annotations
@@ -17,30 +24,21 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from kiosk import events as ev
-from kiosk.desk import Desk, Outcome
+from kiosk.commands import ACTIONS, NUMBER_ACTIONS
+from kiosk.desk import DIAL_CHARS, Desk, Outcome
 
 if TYPE_CHECKING:
     from .remote import RemoteDesk
 
 #: The desk in this process (tests, the demo) or the unit's, over its control socket (the panel's process).
+#: What is used of it: run(name, **args) -> Outcome, snapshot(), subscribe(listener), profile.
 AnyDesk = Union[Desk, "RemoteDesk"]
 
 log = logging.getLogger("kiosk.ui")
 
 Post = Callable[[Callable[[], None]], None]
 
-#: Actions the desk may ask a number for (NumberRequired.action) and how to repeat them with it:
-#: the desk takes the number as the command's argument, as `kiosk ctl dial 2001` gives it.
-NUMBER_ACTIONS: dict[str, Callable[[AnyDesk, str], Outcome]] = {
-    "dial": lambda desk, number: desk.dial(number),
-    "quick transfer": lambda desk, number: desk.transfer("quick", number),
-    "consult transfer": lambda desk, number: desk.transfer("consult", number),
-    "conference": lambda desk, number: desk.conference(number),
-    "pickup": lambda desk, number: desk.pickup(number),
-}
-
-#: What the keypad may type into Number.
-DIAL_CHARS = frozenset("0123456789*#+")
+__all__ = ["DIAL_CHARS", "NUMBER_ACTIONS", "AnyDesk", "DeskFrontend", "Post"]
 
 
 class DeskFrontend:
@@ -56,14 +54,45 @@ class DeskFrontend:
         self._in_flight = 0  # handed to `post`, not yet run on the UI thread
         self._unsubscribe: Callable[[], None] | None = None
         self._worker = threading.Thread(target=self._work, name="kiosk-ui-desk", daemon=True)
+        # While the first snapshot is on its way (read on the worker), events wait for it on the UI thread.
+        self._held: list[ev.Event] | None = None
 
     # --- wiring ------------------------------------------------------------
 
-    def start(self) -> dict[str, Any]:
-        """Follow the desk; the snapshot to draw first (events after it arrive through `post`)."""
+    def start(self, on_snapshot: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+        """Follow the desk.
+
+        With `on_snapshot` (the panel): the snapshot is read on the worker and
+        given to `on_snapshot` on the UI thread; events that come meanwhile are
+        shown after it, in order (each carries the whole of what it changes, so
+        replaying them on a later snapshot ends at the same state). Without it,
+        the snapshot is read here and returned (events after it arrive through `post`).
+        """
+        if on_snapshot is None:
+            self._unsubscribe = self.desk.subscribe(self._listener)
+            self._worker.start()
+            return self.desk.snapshot()
+        self._held = []
         self._unsubscribe = self.desk.subscribe(self._listener)
         self._worker.start()
-        return self.desk.snapshot()
+
+        def read() -> None:
+            try:
+                snap: dict[str, Any] | None = self.desk.snapshot()
+            except Exception:  # a desk that is stopping: the events (or a LinkChanged) say the rest
+                log.exception("touchscreen: cannot read the desk's snapshot")
+                snap = None
+            self._deliver(lambda: self._first(snap, on_snapshot))
+
+        self.submit("", read)
+        return None
+
+    def _first(self, snap: dict[str, Any] | None, on_snapshot: Callable[[dict[str, Any]], None]) -> None:
+        held, self._held = self._held or [], None
+        if snap is not None:
+            on_snapshot(snap)
+        for event in held:
+            self.on_event(event)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop following the desk and let the worker finish what it was given."""
@@ -75,7 +104,13 @@ class DeskFrontend:
             self._worker.join(timeout)
 
     def _listener(self, event: ev.Event) -> None:
-        self._deliver(lambda: self.on_event(event))
+        self._deliver(lambda: self._show(event))
+
+    def _show(self, event: ev.Event) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self.on_event(event)
 
     def _deliver(self, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -91,7 +126,7 @@ class DeskFrontend:
         self._post(run)
 
     def submit(self, name: str, command: Callable[[], Any]) -> None:
-        """Queue a desk command; it runs on the worker, never on the UI thread."""
+        """Queue a desk request; it runs on the worker, never on the UI thread."""
         self._queue.put((name, command))
 
     def _work(self) -> None:
@@ -100,12 +135,12 @@ class DeskFrontend:
             if name:
                 log.info("touch: %s", name)
             try:
-                command()  # a refusal comes back as the desk's ActionFailed event, like every change
+                command()
             except Exception:  # this would be a bug
                 log.exception("touch %s: desk command failed", name)
 
     def wait_commands(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued command has run (tests); True when done."""
+        """Wait until every queued command has been answered (tests); True when done."""
         done = threading.Event()
         self._queue.put(("", done.set))
         return done.wait(timeout)
@@ -116,68 +151,70 @@ class DeskFrontend:
         with self._lock:
             return self._in_flight
 
-    # --- the command vocabulary: one method per thing a touch can mean ---------
+    # --- the command vocabulary: the command table's actions ----------------------
 
-    def call(self) -> None:
-        self.submit("call", self.desk.dial)
+    def send(self, name: str, args: dict[str, Any] | None = None, action: str | None = None,
+             label: str | None = None) -> None:
+        """Send one desk command (a name of kiosk.commands.COMMANDS) from the worker.
 
-    def answer(self) -> None:
-        self.submit("answer", self.desk.answer)
+        `action` names it in a refusal the desk never saw, `label` in the log
+        ("" logs nothing). A refusal the desk took comes back as its
+        ActionFailed event, like every change; one that never reached it (a
+        desk that is stopping, a unit that is not reachable) is shown as if it
+        had, from here.
+        """
+        args = {k: v for k, v in (args or {}).items() if v is not None}
+        shown = action or name
 
-    def hangup(self) -> None:
-        self.submit("hangup", self.desk.hangup)
+        def run() -> None:
+            out = self.desk.run(name, **args)
+            if not out.ok and out.command is None:  # never reached the desk loop: no event will say it
+                self._refused_here(out, shown)
 
-    def hold(self) -> None:
-        self.submit("hold", self.desk.hold)
+        if label is None:
+            label = " ".join([shown, *(f"{k}={v}" for k, v in args.items() if k != "number")])
+        self.submit(label, run)
 
-    def connect(self) -> None:
-        self.submit("connect", self.desk.connect)
+    def _refused_here(self, out: Outcome, action: str) -> None:
+        event = ev.ActionFailed(out.action or action, out.reason, out.row, out.code, dict(out.params))
+        self._deliver(lambda: self._show(event))
 
-    def pickup(self) -> None:
-        self.submit("pickup", self.desk.pickup)
+    def act(self, action: str, number: str | None = None) -> None:
+        """A button or key: the action's command with its fixed arguments (and the number, if it takes one)."""
+        spec = ACTIONS.get(action)
+        if spec is None:
+            log.warning("touch: no action %r in the command table", action)
+            return
+        args = dict(spec.args)
+        if spec.number and number:
+            args["number"] = number
+        self.send(spec.command, args, action)
 
-    def transfer(self, mode: str) -> None:
-        self.submit(f"transfer {mode}", lambda: self.desk.transfer(mode))
-
-    def conference(self) -> None:
-        self.submit("conference", self.desk.conference)
-
-    def record(self, action: str) -> None:
-        self.submit(f"record {action}", lambda: self.desk.record(action))
-
-    def mute(self) -> None:
-        self.submit("mute", lambda: self.desk.mute("toggle"))
+    def complete(self, action: str, number: str) -> None:
+        """The number the popup asked for: repeat the number-taking action with it."""
+        if action in NUMBER_ACTIONS:
+            self.act(action, number)
 
     def select_only(self, row_id: int) -> None:
         """A touch on a row: that call, and only it, is the one acted on."""
-        self.submit(f"select {row_id}", lambda: self.desk.select([row_id]))
+        self.send("select", {"rows": [row_id]})
 
     def toggle_selected(self, row_id: int) -> None:
-        """A touch in multi-select (or a long press): add the row to the desk's selection, or take it out."""
-
-        def toggle() -> Outcome:
-            rows = list(self.desk.snapshot()["selection"])  # the desk's selection now, not the screen's
-            rows = [r for r in rows if r != row_id] if row_id in rows else [*rows, row_id]
-            return self.desk.select(rows)
-
-        self.submit(f"select +/- {row_id}", toggle)
+        """A touch in multi-select (or a long press): the desk adds the row to its selection, or takes it out."""
+        self.send("select", {"rows": [], "toggle": row_id})
 
     def set_param(self, name: str, value: str) -> None:
-        self.submit(f"set {name}", lambda: self.desk.set(name, value))
+        self.send("set", {"name": name, "value": value})
+
+    def key(self, key: str) -> None:
+        """A keypad key on the Number field: a dial character, "delete" or "clear" (the desk edits it)."""
+        self.send("key", {"key": key}, label="")  # the digits typed are not logged
 
     def type_digit(self, char: str) -> None:
-        """A keypad key: Number gets one more character (read from the desk when it runs, so no key is lost)."""
-        if char in DIAL_CHARS:
-            self.submit("", lambda: self.desk.set("number", self.desk.number + char))
+        self.key(char)
 
     def delete_digit(self) -> None:
-        self.submit("", lambda: self.desk.set("number", self.desk.number[:-1]))
+        self.key("delete")
 
     def clear_number(self) -> None:
-        self.submit("", lambda: self.desk.set("number", ""))
-
-    def complete(self, action: str, number: str) -> None:
-        """The number the popup asked for: repeat the action with it."""
-        repeat = NUMBER_ACTIONS.get(action)
-        if repeat is not None:
-            self.submit(f"{action} {number}", lambda: repeat(self.desk, number))
+        self.key("clear")

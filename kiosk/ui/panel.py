@@ -1,8 +1,12 @@
 """The "Call control" panel on the touchscreen: parameters, call table, keypad, actions, status line.
 
-It translates and nothing more: each button is one DeskFrontend command, and
-every change on screen comes from a desk event (or, once, the desk's
-snapshot). All methods run on Kivy's thread; the frontend brings events here.
+It translates and nothing more: each button is one action of the command
+table (kiosk.commands.screen_bindings), sent through DeskFrontend, and every
+change on screen comes from a desk event (or the desk's snapshot). A button is
+dimmed while the desk's `available` says its action cannot act now, and a tap
+on it still goes to the desk, whose refusal (by code, in the operator's
+language) then says why on the status line. All methods run on Kivy's thread;
+the frontend brings events here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from kivy.uix.label import Label
 from kivy.uix.togglebutton import ToggleButton
 
 from kiosk import events as ev
+from kiosk.commands import Action, screen_bindings
 from kiosk.profile import Profile
 
 from .frontend import DIAL_CHARS, NUMBER_ACTIONS, DeskFrontend
@@ -35,6 +40,14 @@ ESCAPE = 27
 
 REFUSED_COLOR = (1, 0.45, 0.4, 1)
 ALERT_COLOR = (1, 0.75, 0.3, 1)
+
+#: The action buttons (kiosk.commands screen ids) in the order they are laid out, and their colours;
+#: a binding the table adds later comes after these, grey.
+BUTTONS: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("call", GREEN), ("answer", GREEN), ("hangup", RED), ("hold", AMBER), ("connect", AMBER),
+    ("pickup", BLUE), ("transfer_quick", BLUE), ("transfer_consult", BLUE), ("transfer_confirm", BLUE),
+    ("conference", BLUE), ("record_start", GREY), ("record_stop", GREY), ("mute", GREY),
+)
 
 
 class Panel(BoxLayout):
@@ -74,9 +87,9 @@ class Panel(BoxLayout):
                                   background_normal="", background_color=GREY)
         self.multi.bind(size=lambda b, s: setattr(b, "text_size", (s[0] - dp(6), None)))
         self.table = CallTable(texts, self._pick, lambda: self.multi.state == "down", size_hint_x=0.66)
-        self.keypad = Keypad(lambda c: self._act(lambda: frontend.type_digit(c)),
-                             lambda: self._act(frontend.delete_digit),
-                             lambda: self._act(frontend.clear_number),
+        self.keypad = Keypad(lambda c: self._act(lambda: frontend.key(c)),
+                             lambda: self._act(lambda: frontend.key("delete")),
+                             lambda: self._act(lambda: frontend.key("clear")),
                              texts["delete"], texts["clear"], size_hint_x=0.34)
         middle.add_widget(self.table)
         middle.add_widget(self.keypad)
@@ -88,22 +101,16 @@ class Panel(BoxLayout):
         self.status.bind(size=lambda lb, s: setattr(lb, "text_size", s))
         self.add_widget(self.status)
 
-        # --- the actions
-        f = frontend
-        actions: list[tuple[str, Callable[[], None], tuple[float, ...]]] = [
-            ("call", f.call, GREEN), ("answer", f.answer, GREEN), ("hangup", f.hangup, RED),
-            ("hold", f.hold, AMBER), ("connect", f.connect, AMBER), ("pickup", f.pickup, BLUE),
-            ("transfer_quick", lambda: f.transfer("quick"), BLUE),
-            ("transfer_consult", lambda: f.transfer("consult"), BLUE),
-            ("transfer_confirm", lambda: f.transfer("confirm"), BLUE),
-            ("conference", f.conference, BLUE),
-            ("record_start", lambda: f.record("start"), GREY), ("record_stop", lambda: f.record("stop"), GREY),
-            ("mute", f.mute, GREY),
-        ]
+        # --- the actions: one button per screen binding of the command table
+        #: Screen id -> the action its button sends (kiosk.commands.screen_bindings()).
+        self.bindings: dict[str, Action] = screen_bindings()
+        colours = dict(BUTTONS)
+        order = [b for b, _ in BUTTONS if b in self.bindings] + [b for b in self.bindings if b not in colours]
         grid = GridLayout(cols=7, size_hint_y=None, height=dp(128), spacing=dp(4))
         self.buttons: dict[str, BigButton] = {}
-        for key, command, color in actions:
-            self.buttons[key] = BigButton(texts[key], lambda command=command: self._act(command), color=color)
+        for key in order:
+            self.buttons[key] = BigButton(texts.label(key, self.bindings[key].id), lambda key=key: self.act(key),
+                                          color=colours.get(key, GREY))
             grid.add_widget(self.buttons[key])
         grid.add_widget(self.multi)
         self.add_widget(grid)
@@ -113,7 +120,7 @@ class Panel(BoxLayout):
     def start(self) -> None:
         """Follow the desk: draw its snapshot, then its events; listen to a hardware keyboard."""
         self.frontend.on_event = self.on_event
-        self._load(self.frontend.start())
+        self.frontend.start(self._load)  # the snapshot is read on the worker, then drawn here
         Window.bind(on_key_down=self.on_key_down)
 
     def _load(self, snap: dict[str, Any]) -> None:
@@ -127,6 +134,7 @@ class Panel(BoxLayout):
             self.table.remove(row_id)
         self.table.load(snap["calls"], snap["selection"])
         self._show_mute(bool(snap["muted"]))
+        self._show_available(snap.get("available") or {})
 
     def close(self) -> None:
         Window.unbind(on_key_down=self.on_key_down)
@@ -136,6 +144,10 @@ class Panel(BoxLayout):
         """A touch: the last refusal is no longer news; then the command goes to the desk."""
         self.clear_status()
         command()
+
+    def act(self, button: str) -> None:
+        """What a tap on the action button `button` (a screen id) does: send its action, dimmed or not."""
+        self._act(lambda: self.frontend.act(self.bindings[button].id))
 
     def _pick(self, row_id: int, add: bool) -> None:
         self._act(lambda: self.frontend.toggle_selected(row_id) if add else self.frontend.select_only(row_id))
@@ -154,18 +166,28 @@ class Panel(BoxLayout):
         elif isinstance(event, ev.LineState):
             self._registered[event.line] = event.registered
             self._show_lines()
+        elif isinstance(event, ev.AvailabilityChanged):
+            self._show_available(event.available)
         elif isinstance(event, ev.NumberRequired):
             self.ask_number(event.action)
         elif isinstance(event, ev.ActionFailed):
-            if self._asked == event.action and event.reason.startswith("number required"):
-                return  # the popup is the answer to that refusal
-            self.show_status(self.texts.refused(event.action, event.reason), REFUSED_COLOR)
+            self.on_refused(event)
         elif isinstance(event, ev.MuteChanged):
             self._show_mute(event.muted)
         elif isinstance(event, ev.Alert):
-            self.show_status(self.texts.alert(event.message), ALERT_COLOR)
+            self.show_status(self.texts.alert(event.code, event.params, event.message), ALERT_COLOR)
         elif isinstance(event, ev.LinkChanged):  # only from a RemoteDesk: the panel in its own process
             self.on_link(event)
+
+    def on_refused(self, event: ev.ActionFailed) -> None:
+        """A refusal or failure: on the status line, in the operator's language, by its code."""
+        if event.code == "number_required" and event.action in NUMBER_ACTIONS:
+            # The popup is the answer: the desk sends NumberRequired with this refusal (over the socket the
+            # reply may come before that event or after it, so the popup need not be open yet).
+            return
+        if self._link_lost and event.code == "link_down":
+            return  # the status line already says so, until the unit is back
+        self.show_status(self.texts.refused(event.action, event.code, event.params, event.reason), REFUSED_COLOR)
 
     def on_link(self, event: ev.LinkChanged) -> None:
         """The unit's socket went away (say so until it is back) or came back (redraw from its state)."""
@@ -199,9 +221,16 @@ class Panel(BoxLayout):
         self.line_choice.show(self._line)
 
     def _show_mute(self, muted: bool) -> None:
-        button = self.buttons["mute"]
+        button = self.buttons.get("mute")
+        if button is None:
+            return
         button.text = self.texts["muted"] if muted else self.texts["mute"]
-        button.background_color = RED if muted else GREY
+        button.base_color = RED if muted else GREY
+
+    def _show_available(self, available: dict[str, Any]) -> None:
+        """Dim the buttons whose action cannot act now (an action the map does not name is lit)."""
+        for key, button in self.buttons.items():
+            button.set_dimmed(available.get(self.bindings[key].id) is not None)
 
     def show_status(self, text: str, color: tuple[float, ...]) -> None:
         self.status.text = text
@@ -243,7 +272,7 @@ class Panel(BoxLayout):
             if popup is not None:
                 popup.confirm()
             else:
-                self._act(self.frontend.call)
+                self.act("call")
             return True
         if key == ESCAPE:
             if popup is not None:
@@ -253,12 +282,12 @@ class Panel(BoxLayout):
             if popup is not None:
                 popup.delete()
             else:
-                self._act(self.frontend.delete_digit)
+                self._act(lambda: self.frontend.key("delete"))
             return True
         if codepoint and codepoint in DIAL_CHARS:
             if popup is not None:
                 popup.key(codepoint)
             else:
-                self._act(lambda: self.frontend.type_digit(codepoint))
+                self._act(lambda: self.frontend.key(codepoint))
             return True
         return False

@@ -1,7 +1,9 @@
 """The call table: one row per call, highlighted when the desk has it selected.
 
 Rows are drawn from RowChanged / RowRemoved / SelectionChanged events only: the
-desk is the truth, a touch only asks it to select. Durations tick once a
+desk is the truth, a touch only asks it to select. A row's note (a transfer's
+progress, a consultation) is shown small under its state, translated by its
+``note_key`` (kiosk.i18n). Durations tick once a
 second from the duration the desk reported and the time since (no per-frame
 work, so an idle panel costs nothing to draw).
 """
@@ -16,6 +18,7 @@ from kivy.graphics import Color, Rectangle
 from kivy.metrics import dp, sp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.label import Label
+from kivy.utils import escape_markup
 
 from .texts import Texts
 
@@ -25,6 +28,10 @@ LONG_PRESS = 0.6
 #: Column keys and their share of the table's width.
 COLUMNS = (("col_line", 0.12), ("col_dir", 0.10), ("col_remote", 0.29), ("col_state", 0.25),
            ("col_time", 0.12), ("col_rec", 0.12))
+
+#: The note under a row's state: its size, and the colour of its markup.
+NOTE_SIZE = 11
+NOTE_COLOR = "b0b0b8"
 
 ROW_BG = (0.16, 0.16, 0.18, 1)
 ROW_SELECTED = (0.2, 0.45, 0.85, 1)
@@ -82,10 +89,13 @@ class CallRow(_Strip):
         self.multi = multi
         self.selected = False
         self.cells = {key: _cell() for key, _ in COLUMNS}
+        state = self.cells["col_state"]  # the state, and the row's note in small under it
+        state.shorten, state.max_lines, state.markup = False, 2, True
         for key, share in COLUMNS:
             self.cells[key].size_hint_x = share
             self.add_widget(self.cells[key])
         self.data: dict[str, Any] = {}
+        self.state_word = self.note_text = ""
         self._duration_at = (0.0, time.monotonic())  # (desk's duration, when we got it)
         self._down_at: float | None = None
 
@@ -96,7 +106,11 @@ class CallRow(_Strip):
         c["col_line"].text = str(row.get("line", ""))
         c["col_dir"].text = self.texts.direction(str(row.get("direction", "")))
         c["col_remote"].text = remote_text(str(row.get("remote", "")))
-        state = self.texts.state(str(row.get("state", "")))
+        #: What the state cell says, without its markup: the state word and the note.
+        self.state_word, self.note_text = self.texts.state(str(row.get("state", ""))), self.texts.note(row)
+        state = escape_markup(self.state_word)
+        if self.note_text:
+            state += f"\n[size={int(sp(NOTE_SIZE))}][color={NOTE_COLOR}]{escape_markup(self.note_text)}[/color][/size]"
         c["col_state"].text = state
         c["col_rec"].text = self.texts["rec_on"] if row.get("recording") else ""
         c["col_rec"].color = (1, 0.3, 0.3, 1)

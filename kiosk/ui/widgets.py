@@ -26,8 +26,18 @@ GREY = (0.3, 0.3, 0.33, 1)
 AMBER = (0.75, 0.5, 0.1, 1)
 
 
+#: How much of its colour a dimmed button keeps (its background and its label).
+DIM_BACKGROUND = 0.35
+DIM_TEXT = 0.45
+
+
 class BigButton(Button):
-    """A button whose (possibly two-line) label wraps and stays centred."""
+    """A button whose (possibly two-line) label wraps and stays centred.
+
+    `dimmed`: the action cannot act now (the desk's `available` says why). A
+    dimmed button still takes a tap, so that the desk's refusal says why on
+    the status line: it is greyed out, never disabled.
+    """
 
     def __init__(self, text: str, on_press: Callable[[], None], color: Sequence[float] = GREY,
                  font_size: float | None = None, **kw: object) -> None:
@@ -35,12 +45,38 @@ class BigButton(Button):
             font_size = sp(13) if max(len(w) for w in text.split() or [""]) > 11 else sp(15)
         super().__init__(text=text, halign="center", valign="middle", font_size=font_size,
                          background_normal="", background_color=tuple(color), **kw)
+        self._base = tuple(color)
+        self.dimmed = False
         self.bind(size=self._wrap)
         # on_release: a finger that slides off the button does not press it
         self.bind(on_release=lambda *_: on_press())
 
     def _wrap(self, *_: object) -> None:
         self.text_size = (self.width - dp(6), None)
+
+    @property
+    def base_color(self) -> tuple[float, ...]:
+        """The button's own colour (shown darker while dimmed)."""
+        return self._base
+
+    @base_color.setter
+    def base_color(self, color: Sequence[float]) -> None:
+        self._base = tuple(color)
+        self._paint()
+
+    def set_dimmed(self, dimmed: bool) -> None:
+        if dimmed != self.dimmed:
+            self.dimmed = dimmed
+            self._paint()
+
+    def _paint(self) -> None:
+        if self.dimmed:
+            r, g, b, a = self._base
+            self.background_color = (r * DIM_BACKGROUND, g * DIM_BACKGROUND, b * DIM_BACKGROUND, a)
+            self.color = (1, 1, 1, DIM_TEXT)
+        else:
+            self.background_color = self._base
+            self.color = (1, 1, 1, 1)
 
 
 class Field(Label):
