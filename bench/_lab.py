@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere: import the r
 
 import psutil  # noqa: E402
 
+from kiosk.control import error_message  # noqa: E402
 from kiosk.lab.baresip import Baresip  # noqa: E402
 from kiosk.lab.kamailio import Kamailio  # noqa: E402
 from kiosk.lab.ports import free_port  # noqa: E402
@@ -573,7 +574,7 @@ class KioskSide:
         reply = self._request(self.unit.socket, cmd, **args)
         reply_ns = time.perf_counter_ns()
         if not reply.get("ok"):
-            raise RuntimeError(f"kiosk refused {cmd}: {reply.get('error')}\n{self.unit.log_tail(20)}")
+            raise RuntimeError(f"kiosk refused {cmd}: {error_message(reply)}\n{self.unit.log_tail(20)}")
         arrival = self.wire.wait(method, mark, initial=initial,
                                  call_id=None if method == "INVITE" and initial else self.call_id)
         return Timed(arrival, stamp, reply_ns)

@@ -45,6 +45,7 @@ from _lab import (  # noqa: E402
     start_unit,
 )
 
+from kiosk.control import error_message  # noqa: E402
 from kiosk.lab.tones import tones_in  # noqa: E402
 
 FAR = {"2001": 500, "2002": 700, "2003": 1100, "2004": 1700}
@@ -67,7 +68,7 @@ def hold_when_possible(unit: Any, row: int) -> None:
         reply = unit.request("hold")
         if reply.get("ok"):
             return
-        if "PJ_EINVALIDOP" not in str(reply.get("error")):
+        if "PJ_EINVALIDOP" not in error_message(reply):
             break
         EARLY_HOLD_REFUSALS.append(f"row {row}: {reply.get('error')}")
         time.sleep(0.05)

@@ -49,7 +49,7 @@ from _lab import (  # noqa: E402
     wait_until,
 )
 
-from kiosk.control import ControlError, request  # noqa: E402
+from kiosk.control import ControlError, error_message, request  # noqa: E402
 from kiosk.lab.sipp import Sipp, cancel_scenario  # noqa: E402
 
 USERS = {"1001": "load-1001-pw", "1002": "load-1002-pw", "2001": "load-2001-pw"}
@@ -118,7 +118,7 @@ class KioskUA:
     def ask(self) -> Any:
         reply = request(self.unit.socket, "calls")
         if not reply.get("ok"):
-            raise ControlError(str(reply.get("error")))
+            raise ControlError(error_message(reply))
         return reply
 
     def rows(self) -> int:

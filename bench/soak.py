@@ -74,7 +74,7 @@ from _lab import (  # noqa: E402
     wait_until,
 )
 
-from kiosk.control import ControlError  # noqa: E402
+from kiosk.control import ControlError, error_message  # noqa: E402
 
 PHONES = {"2001": 523, "2002": 787, "2003": 1213, "2004": 1789}
 USERS = {"1001": "soak-1001-pw", **{u: f"soak-{u}-pw" for u in PHONES}}
@@ -178,7 +178,7 @@ class Soak:
         except ControlError as exc:
             reply = {"ok": False, "error": f"control socket: {exc}"}
         if not reply.get("ok"):
-            reason = str(reply.get("error"))
+            reason = error_message(reply)
             self.refusals[(cmd, self._norm(reason))] += 1
             self.log(f"REFUSED {cmd} {args}: {reason}")
             raise Failed(f"{cmd} refused: {reason}")

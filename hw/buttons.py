@@ -1,57 +1,89 @@
 """The desk's hardware keys and lamps: gpiozero buttons -> desk commands, desk events -> LEDs.
 
-A front-end that only translates (DESIGN.md): a press becomes the same desk
-command a touch or `kiosk ctl` sends, and the desk's own events report any
-refusal. gpiozero calls `when_pressed` / `when_held` on its own threads, and a
-desk command may wait seconds for the SIP agent, so presses are handed to one
-worker thread through a queue (gpiozero thread -> button worker -> desk) and a
-slow call never stalls pin callbacks. The LEDs follow desk events directly:
-setting a pin is quick and the listener keeps its own small picture of the rows.
+A front-end that only translates (DESIGN.md): each key is bound to an action of
+kiosk.commands (`commands.gpio_bindings()`: the profile's `[gpio]` key -> the
+action, `transfer:held` for a long press on Transfer), and a press sends that
+action's command with its fixed arguments, exactly what a touch or `kiosk ctl`
+sends. Nothing is decided here: Record is `record toggle`, a short Transfer is
+`transfer next` (consult from the selected call, or confirm the consultation it
+is in) and a long one `transfer quick`; the desk knows which applies.
+
+gpiozero calls `when_pressed` / `when_held` / `when_released` on its own
+threads, which must never block: a press is one `desk.submit(...)`, which never
+blocks (an in-process kiosk.desk.Desk hands the command to its loop; a
+kiosk.ui.remote.RemoteDesk, for keys wired to another process than the unit,
+makes the request on its own small pool). The replies and final outcomes come
+back on Futures, and a refusal is only logged: the desk reports it to every
+front-end itself. The LEDs follow desk events directly: setting a pin is quick
+and the listener keeps its own small picture of the rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
-from typing import Any, Callable, Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from gpiozero import LED, Button, GPIODevice
 from gpiozero.pins import Factory
 
+from kiosk import commands
 from kiosk import events as ev
-from kiosk.desk import Desk
+from kiosk.commands import Action
 from kiosk.profile import Gpio
+
+if TYPE_CHECKING:
+    from kiosk.desk import Outcome
 
 log = logging.getLogger("kiosk.hw.buttons")
 
 BOUNCE = 0.05
 """Debounce time (s) for real contacts; gpiozero's MockFactory ignores it."""
 HOLD_TIME = 1.0
-"""A Transfer press this long (s) is a quick (blind) transfer."""
-KEYS = ("hold", "connect", "transfer", "conference", "record", "answer", "hangup")
+"""A press this long (s) on a key with a long-press action (Transfer) is that action."""
+HELD = ":held"
+"""The suffix of a long press's binding key in `commands.gpio_bindings()`."""
+LEDS = ("led_ringing", "led_recording")
+
+
+class DeskLike(Protocol):
+    """What the keys use of a desk: kiosk.desk.Desk and kiosk.ui.remote.RemoteDesk both have it."""
+
+    def submit(self, name: str, /, **args: Any) -> Future[Outcome]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def subscribe(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]: ...
+
+
+def keys() -> tuple[str, ...]:
+    """The `[gpio]` keys that have an action (a long press is on the same key)."""
+    return tuple(dict.fromkeys(k.removesuffix(HELD) for k in commands.gpio_bindings()))
 
 
 class Buttons:
-    """The profile's `[gpio]` buttons and LEDs wired to one desk."""
+    """The profile's `[gpio]` buttons and LEDs wired to one desk (in this process or over the socket)."""
 
-    def __init__(self, desk: Desk, gpio: Gpio, pin_factory: Factory | None = None) -> None:
+    def __init__(self, desk: DeskLike, gpio: Gpio, pin_factory: Factory | None = None) -> None:
         self.desk = desk
         self.buttons: dict[str, Button] = {}
         self.leds: dict[str, LED] = {}
-        self._queue: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
-        self._transfer_held = False
+        #: binding key (a `[gpio]` key, or KEY:held for its long press) -> the action it sends
+        self.bound: dict[str, Action] = {}
+        self._held: dict[str, bool] = {}  # a key with a long press: has this press been held?
         self._rows: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._in_flight: set[Future[Any]] = set()
+        self._settled = threading.Condition(self._lock)
         self._ringing = self._recording = False
+        bindings = commands.gpio_bindings()
         try:
-            for key in KEYS:
-                pin = getattr(gpio, key)
+            for key in keys():
+                pin = getattr(gpio, key, None)
                 if pin is not None:
                     self.buttons[key] = Button(pin, pull_up=True, bounce_time=BOUNCE, hold_time=HOLD_TIME,
                                                pin_factory=pin_factory)
-            for key in ("led_ringing", "led_recording"):
+            for key in LEDS:
                 pin = getattr(gpio, key)
                 if pin is not None:
                     self.leds[key] = LED(pin, pin_factory=pin_factory)
@@ -59,71 +91,98 @@ class Buttons:
             self._close_devices()  # free the pins already claimed: a half-built panel holds nothing
             raise
         for key, button in self.buttons.items():
-            if key == "transfer":  # short and long press differ: decide on release, or when held
-                button.when_pressed = self._transfer_pressed
-                button.when_held = self._transfer_long
-                button.when_released = self._transfer_released
-            else:
-                button.when_pressed = self._press_handler(key)
-        self._worker = threading.Thread(target=self._work, name="kiosk-buttons", daemon=True)
-        self._worker.start()
-        with self._lock:  # calls already on the desk (none, when started with the unit)
-            self._rows = {row["id"]: row for row in desk.snapshot()["calls"]}
-            self._show()
+            short, long = bindings[key], bindings.get(key + HELD)
+            self.bound[key] = short
+            if long is None:
+                button.when_pressed = self._sender(short)
+                continue
+            # Short and long press differ: the long one is sent when held, the short one on
+            # a release that was not held.
+            self.bound[key + HELD] = long
+            self._held[key] = False
+            button.when_pressed = self._pressed(key)
+            button.when_held = self._long(key, long)
+            button.when_released = self._released(key, short)
+        self._load(desk.snapshot())  # calls already on the desk (none, when started with the unit)
         self._unsubscribe = desk.subscribe(self.on_desk_event)
         log.info("GPIO: buttons %s, LEDs %s", self._pins(self.buttons), self._pins(self.leds))
 
-    # --- presses -> desk commands (gpiozero thread -> worker) ----------------------
+    # --- presses -> desk commands (gpiozero's threads; never blocking) ----------------
 
-    def _press_handler(self, key: str) -> Callable[[], None]:
-        commands: dict[str, Callable[[], Any]] = {
-            "hold": self.desk.hold,
-            "connect": self.desk.connect,
-            "answer": self.desk.answer,
-            "hangup": self.desk.hangup,
-            "conference": self.desk.conference,
-            "record": self._record,
-        }
-        command = commands[key]
-        return lambda: self._queue.put((key, command))
+    def _sender(self, action: Action) -> Callable[[], None]:
+        return lambda: self.send(action)
 
-    def _record(self) -> Any:
-        rows = self.desk.selected()
-        return self.desk.record("stop" if len(rows) == 1 and rows[0].recording else "start")
+    def _pressed(self, key: str) -> Callable[[], None]:
+        def pressed() -> None:
+            self._held[key] = False
 
-    def _transfer_pressed(self) -> None:
-        self._transfer_held = False
+        return pressed
 
-    def _transfer_long(self) -> None:
-        self._transfer_held = True
-        self._queue.put(("transfer quick", lambda: self.desk.transfer("quick")))
+    def _long(self, key: str, action: Action) -> Callable[[], None]:
+        def held() -> None:
+            self._held[key] = True
+            self.send(action)
 
-    def _transfer_released(self) -> None:
-        if not self._transfer_held:  # a long press already did its quick transfer
-            self._queue.put(("transfer", self._transfer_short))
+        return held
 
-    def _transfer_short(self) -> Any:
-        # consult first; the next short press confirms the consultation it opened
-        return self.desk.transfer("confirm" if self.desk.consults else "consult")
+    def _released(self, key: str, action: Action) -> Callable[[], None]:
+        def released() -> None:
+            if not self._held[key]:  # a long press already sent its own action
+                self.send(action)
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            name, command = item
-            if name:
-                log.info("button %s", name)
-            try:
-                outcome = command()
-            except Exception:  # the desk reports refusals itself; this is a bug, not an operator error
-                log.exception("button %s: desk command failed", name)
-                continue
-            if outcome is not None and not outcome.ok:
-                log.info("button %s refused: %s", name, outcome.reason)
+        return released
+
+    def send(self, action: Action) -> Future[Outcome] | None:
+        """Send one action's command to the desk (from any thread, without waiting); its reply Future."""
+        log.info("button %s", action.id)
+        try:
+            reply = self.desk.submit(action.command, **action.args)
+        except Exception:  # the desk reports refusals itself; this is a bug, not an operator error
+            log.exception("button %s: the desk did not take the command", action.id)
+            return None
+        self._track(reply)
+        reply.add_done_callback(lambda f: self._replied(action, f))
+        return reply
+
+    def _replied(self, action: Action, reply: Future[Outcome]) -> None:
+        try:
+            out = reply.result()
+        except Exception as exc:  # the desk stopped (or a bug): logged, never raised on its thread
+            log.warning("button %s: no reply from the desk: %r", action.id, exc)
+            self._untrack(reply)
+            return
+        done = out.done if out.pending else None
+        if done is not None:
+            self._track(done)
+            done.add_done_callback(lambda f: self._finished(action, f))
+        elif not out.ok:
+            log.info("button %s refused: %s", action.id, out.reason)
+        self._untrack(reply)
+
+    def _finished(self, action: Action, done: Future[Outcome]) -> None:
+        try:
+            out = done.result()
+        except Exception as exc:
+            log.warning("button %s: %r", action.id, exc)
+        else:
+            if not out.ok:
+                log.info("button %s failed: %s", action.id, out.reason)
+        self._untrack(done)
+
+    def _track(self, fut: Future[Any]) -> None:
+        with self._lock:
+            self._in_flight.add(fut)
+
+    def _untrack(self, fut: Future[Any]) -> None:
+        with self._lock:
+            self._in_flight.discard(fut)
+            if not self._in_flight:
+                self._settled.notify_all()
 
     def idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued press has been handed to the desk (for tests); True when done."""
-        done = threading.Event()
-        self._queue.put(("", done.set))
-        return done.wait(timeout)
+        """Wait until every press so far has been answered and its command has finished (for tests)."""
+        with self._lock:
+            return self._settled.wait_for(lambda: not self._in_flight, timeout)
 
     # --- desk events -> LEDs -------------------------------------------------------
 
@@ -137,6 +196,13 @@ class Buttons:
             with self._lock:
                 self._rows.pop(event.row_id, None)
                 self._show()
+        elif isinstance(event, ev.LinkChanged):  # a RemoteDesk: the unit went away, or is back
+            self._load(event.snapshot or {"calls": []})
+
+    def _load(self, snapshot: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._rows = {row["id"]: row for row in snapshot.get("calls", [])}
+            self._show()
 
     def _show(self) -> None:
         ringing = any(r.get("state") == "ringing" and r.get("direction") == "in" for r in self._rows.values())
@@ -158,11 +224,9 @@ class Buttons:
     # --- closing -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop following the desk, finish the worker and release every pin."""
+        """Stop following the desk and release every pin (commands already sent go on in the desk)."""
         self._unsubscribe()
-        self._queue.put(None)
-        self._worker.join(timeout=5.0)
-        self._close_devices()
+        self._close_devices()  # a closed button calls nothing any more
 
     def _close_devices(self) -> None:
         for device in [*self.buttons.values(), *self.leds.values()]:
@@ -176,7 +240,7 @@ class Buttons:
         return ", ".join(f"{k}={d.pin}" for k, d in devices.items()) or "none"
 
 
-def start_buttons(desk: Desk, gpio: Gpio) -> Buttons | None:
+def start_buttons(desk: DeskLike, gpio: Gpio) -> Buttons | None:
     """The unit's buttons, or None when no `[gpio]` pin is set or GPIO cannot be used (warned)."""
     if all(pin is None for pin in dataclasses.astuple(gpio)):
         return None

@@ -151,6 +151,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     if any(pin is not None for pin in vars(profile.gpio).values()):  # gpiozero only on a unit with keys
         from hw.buttons import start_buttons
 
+        # In this process, on the desk itself: a press is one desk.submit (never blocking
+        # gpiozero's thread), as a touch is one request on the control socket.
         buttons = start_buttons(desk, profile.gpio)  # None, with a warning, when GPIO cannot be used
     log.info("unit running: profile %s, control socket %s", profile.path, profile.control.socket)
     hint = f"drive it with `kiosk ctl --socket {profile.control.socket} calls|dial NUMBER|answer|hangup|events`"
@@ -238,8 +240,28 @@ def list_audio_devices(profile_path: Path | None) -> int:
     return 0
 
 
+def _ctl_argv(argv: list[str]) -> list[str] | None:
+    """The arguments after `ctl` when the command line is `kiosk [-v] ctl ...`, else None.
+
+    `kiosk ctl` has a parser of its own (kiosk.control, generated from the command
+    table): its options (`--socket`, `--no-wait`, `--help`) and subcommands are all
+    its own, so everything after `ctl` goes to it untouched.
+    """
+    i = 0
+    while i < len(argv) and argv[i] in ("-v", "--verbose"):
+        i += 1
+    if i < len(argv) and argv[i] == "ctl":
+        return argv[i + 1:]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kiosk` console script."""
+    ctl_args = _ctl_argv(sys.argv[1:] if argv is None else list(argv))
+    if ctl_args is not None:
+        from .control import ctl_main
+
+        return ctl_main(ctl_args, default_socket())
     parser = argparse.ArgumentParser(prog="kiosk", description="The operator's call-control desk unit.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,10 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check-profile", help="validate a profile; exit 2 with one line per problem")
     p_check.add_argument("file", type=Path)
 
-    p_ctl = sub.add_parser("ctl", help="send a command to the running unit", add_help=False)
-    p_ctl.add_argument("--socket", type=Path, default=None,
-                       help=f"the unit's control socket (default: $KIOSK_SOCKET or {DEFAULT_SOCKET})")
-    p_ctl.add_argument("args", nargs=argparse.REMAINDER)
+    # Only listed here: `kiosk ctl ...` is parsed by kiosk.control (see _ctl_argv).
+    sub.add_parser("ctl", help="send a command to the running unit (`kiosk ctl --help` lists them)",
+                   add_help=False)
 
     args = parser.parse_args(argv)
 
@@ -277,11 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         if not problems:
             print(f"{args.file}: ok")
         return 2 if problems else 0
-
-    if args.command == "ctl":
-        from .control import ctl_main
-
-        return ctl_main(args.args, args.socket or default_socket())
 
     _setup_logging(args.verbose)
     faulthandler.enable()  # a crash in pjsua2 leaves a Python stack in the journal

@@ -2,22 +2,24 @@
 
 This is the third front-end of the panel (after the touchscreen and the GPIO
 buttons), for automation and CTI integration. Like the others it only
-translates: a request line becomes one call of a desk command method, and the
-desk's `Outcome` becomes one reply line. It knows no call rules and no SIP.
+translates: a request line becomes one command of kiosk.commands' table handed
+to the desk (``desk.submit``), and the desk's `Outcome` becomes one reply line.
+It knows no call rules and no SIP.
 
 Threads: one asyncio loop, on the `kiosk-control` thread, owns every
 connection: it accepts, reads requests, writes replies and event streams and
 closes idle connections, so a thousand idle clients cost a thousand sockets,
-not a thousand threads. The loop never runs a desk command itself, since one
-may wait seconds for the SIP agent: those run on a pool of WORKERS threads, and
-the commands that only read or set the desk's table (`calls`, `select`, `set`)
-on one more thread of their own, so that they answer at once even while every
-agent worker waits. A connection has at most one command running; its next
-request is read when that one is answered. Desk events arrive on whatever
-thread caused them, often the agent thread with the desk lock held; the
-listener for an `events` stream therefore only puts the event into a bounded
-queue and wakes the loop, which writes it out. A client that reads too slowly
-is dropped rather than allowed to stall the desk.
+not a thousand threads. The desk runs on a loop of its own and answers every
+command at once (refused, done, or accepted and still waiting for SIP), so a
+request is awaited right here (``asyncio.wrap_future`` of the desk's Future)
+and there are no worker threads: a Hang up is never queued behind a Pickup's
+INVITE. A request with ``"wait": true`` is answered once the command's final
+outcome is known; that wait is an await too, and holds up no other connection.
+A connection has at most one command running; its next request is read when
+that one is answered. Desk events arrive on the desk's thread; the listener for
+an `events` stream only puts the event into a bounded queue and wakes this
+loop, which writes it out. A client that reads too slowly is dropped rather
+than allowed to stall the desk.
 
 Limits (module constants; the last three also ControlServer arguments): the
 kernel queues BACKLOG connections not yet accepted (a client finding even that
@@ -26,15 +28,52 @@ once, and one more gets a one-line error naming the cap and is closed; a
 connection that sends no request for IDLE_TIMEOUT s (or does not read its reply
 for that long) gets a one-line error and is closed, an `events` stream never.
 
-Protocol, one JSON object per line in each direction:
+Protocol, one JSON object per line in each direction. A request:
 
-    > {"cmd": "dial", "args": {"number": "1002"}}
-    < {"ok": true, "data": {"row": 1, "uri": "sip:91002@pbx"}}
+    {"cmd": NAME, "args": {...}, "wait": false}
+
+``cmd`` is a command of kiosk.commands.COMMANDS (or ``events``), ``args`` its
+arguments (absent and null mean "not given"), ``wait`` (default false) whether
+to answer only once the command's final outcome is known. A reply is a success
+
+    {"ok": true, "data": {..., "command": ID}, "pending": false}
+
+where ``command`` is the desk's id of this command and ``pending`` says that the
+command was accepted and still waits for SIP: its final outcome comes as an
+``action_done`` or ``action_failed`` event with that ``command`` id (or, with
+``"wait": true``, as this reply); or a refusal, for the desk's reasons and the
+protocol's alike:
+
+    {"ok": false, "error": {"code": CODE, "action": ACTION, "message": ENGLISH,
+                            "params": {...}, "row": ROW}}
+
+``code`` and ``params`` are for a catalogue (kiosk.i18n), ``message`` is the same
+in English, ``action`` the action id refused (null for a protocol error), ``row``
+the call row concerned (or null). For example:
+
+    > {"cmd": "set", "args": {"name": "number", "value": "1002"}}
+    < {"ok": true, "data": {"line": "op1", "number": "1002", "route": "city", "command": 1}, "pending": false}
+    > {"cmd": "dial"}
+    < {"ok": true, "data": {"row": 1, "uri": "sip:91002@pbx", "command": 2}, "pending": true}
+    > {"cmd": "pickup", "args": {"number": "2004"}, "wait": true}
+    < {"ok": false, "error": {"code": "pickup_failed", "action": "pickup", "message": "cannot pick up
+       the call ringing on 2004: 404 Nothing ringing", "params": {"number": "2004", "reason":
+       "404 Nothing ringing"}, "row": null}}
     > {"cmd": "answer"}
-    < {"ok": false, "error": "no call selected"}
+    < {"ok": false, "error": {"code": "no_selection", "action": "answer", "message": "no call selected",
+       "params": {}, "row": null}}
+    > {"cmd": "dial", "args": {"number": 1002}}
+    < {"ok": false, "error": {"code": "bad_argument", "action": "dial", "message": "'number' of dial must
+       be a string, not 1002", "params": {...}, "row": null}}
     > {"cmd": "events"}
-    < {"event": "snapshot", "line": "op1", ..., "calls": [...]}
+    < {"event": "snapshot", "line": "op1", ..., "calls": [...], "available": {...}}
     < {"event": "row", "row": {...}}          (one per desk event, until the client closes)
+
+The protocol's own codes: bad_request ({problem}: not JSON, not an object, no
+"cmd", ...), unknown_command, unknown_argument, missing_argument, bad_argument,
+line_too_long ({limit}), too_many_clients ({max}), evicted ({max}, {seconds}),
+idle_closed ({seconds}), desk_busy and desk_stopped. A ``wait`` that outlasts
+WAIT_TIMEOUT s is answered with the accepted reply (``"pending": true``).
 """
 
 from __future__ import annotations
@@ -49,13 +88,18 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from . import i18n
+from .commands import COMMANDS, EVENTS, Arg, Command, check_args
+
 if TYPE_CHECKING:  # `kiosk ctl` is a client: it must not pay for importing the desk
     from . import events as ev
-    from .desk import Desk
+    from .desk import Desk, Outcome
+
+__all__ = ["COMMANDS", "EVENTS", "ControlError", "ControlServer", "ctl_main", "json_lines", "open_events",
+           "request", "stream_events"]
 
 log = logging.getLogger("kiosk.control")
 
@@ -74,14 +118,18 @@ CONNECT_WAIT = 5.0
 #: 1024 open files, which the SIP agent, audio and recordings need too.
 MAX_CLIENTS = 256
 #: A connection that sends no request for this long (seconds) is told so and closed, and so is
-#: one that does not read its reply for this long. An `events` stream is never idle.
+#: one that does not read its reply for that long. An `events` stream is never idle.
 IDLE_TIMEOUT = 60.0
-#: Threads running desk commands that may wait for the SIP agent; more requests queue for them.
-WORKERS = 4
-#: How long the client side waits for a reply. Longer than the slowest desk command
-#: takes on a slow agent (a connect that holds three calls first waits for the agent
-#: four times, a pickup waits for the answer), so that shows up as the desk's refusal
-#: with its reason rather than as a client timeout.
+#: How long the desk may take to take a command (it answers within milliseconds; longer is a
+#: wedged desk loop, said as `desk_busy`).
+DESK_REPLY = 5.0
+#: How long a `"wait": true` request waits for the command's final outcome before it is answered
+#: with the accepted reply (`pending` true). Each SIP step of a command is bounded by the desk
+#: (a connect that holds three calls first waits for the agent four times, a pickup waits
+#: PICKUP_TIMEOUT for the answer): this only catches a command that never ends.
+WAIT_TIMEOUT = 35.0
+#: How long the client side waits for a reply: longer than WAIT_TIMEOUT, so that a slow
+#: command shows up as the unit's reply rather than as a client timeout.
 REQUEST_TIMEOUT = 40.0
 #: sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -95,151 +143,111 @@ class ControlError(OSError):
     """
 
 
-# --- the command table ---------------------------------------------------------------
+# --- requests and replies ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Arg:
-    """One argument of a control command: its JSON name, the desk method's keyword, its type."""
-
-    name: str
-    expects: str  # what a wrong value is told it should be, e.g. "a string"
-    check: Callable[[Any], bool]
-    required: bool = False
-    param: str | None = None  # the desk method's parameter name, when it differs
-    choices: tuple[str, ...] = ()
+def _seconds(value: float) -> float | int:
+    """A duration as a message shows it: 60, not 60.0."""
+    return int(value) if float(value).is_integer() else value
 
 
-@dataclass(frozen=True)
-class Command:
-    """A control command: which desk method it calls and which arguments it takes."""
-
-    method: str
-    args: tuple[Arg, ...] = ()
-    help: str = ""
-    #: Only reads or sets the desk's table, never waits for the SIP agent: runs on the
-    #: server's own worker for these, so it is not queued behind commands that do.
-    quick: bool = False
+def error_reply(code: str, params: dict[str, Any] | None = None, action: str | None = None,
+                row: int | None = None, message: str | None = None) -> dict[str, Any]:
+    """A refusal line: the code, its parameters and its English message."""
+    params = dict(params or {})
+    if message is None:
+        message = i18n.message(code, params, action=action)
+    return {"ok": False, "error": {"code": code, "action": action or None, "message": message,
+                                   "params": params, "row": row}}
 
 
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
+def _bad_request(problem: str) -> dict[str, Any]:
+    return error_reply("bad_request", {"problem": problem})
 
 
-def _is_row_list(value: Any) -> bool:
-    # bool is an int in Python, but `true` is never a row number a client meant.
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+def outcome_reply(out: Outcome) -> dict[str, Any]:
+    """A desk Outcome as its reply line."""
+    if out.ok:
+        data = dict(out.data) if isinstance(out.data, dict) else {"result": out.data}
+        if out.command is not None:
+            data["command"] = out.command
+        return {"ok": True, "data": data, "pending": bool(out.pending)}
+    err = out.error()
+    return error_reply(err.get("code") or "refused", err.get("params"), err.get("action") or None,
+                       err.get("row"), err.get("message") or out.reason)
 
 
-def _number(required: bool = False) -> Arg:
-    return Arg("number", "a string", _is_str, required=required)
-
-
-#: Every command the socket knows. A later desk command is one more row here; when the
-#: desk does not have the method yet the request is refused, not crashed on.
-COMMANDS: dict[str, Command] = {
-    "calls": Command("snapshot", help="the whole panel: parameters, lines, call rows, selection", quick=True),
-    "select": Command("select", (Arg("rows", "a list of row numbers", _is_row_list, True, "row_ids"),),
-                      help="select call rows (an empty list clears the selection)", quick=True),
-    "set": Command("set", (Arg("name", "a string", _is_str, True, choices=("line", "number", "route")),
-                           Arg("value", "a string", _is_str, True)),
-                   help="set the Line, Number or Route parameter", quick=True),
-    "dial": Command("dial", (_number(),), help="call Number (or the given number) on the chosen Line and Route"),
-    "answer": Command("answer", help="answer the selected ringing call"),
-    "hangup": Command("hangup", help="hang up, reject or cancel the selected call"),
-    "hold": Command("hold", help="put the selected call on hold"),
-    "connect": Command("connect", help="take the selected held call off hold"),
-    "transfer": Command("transfer", (Arg("mode", "a string", _is_str, True, choices=("quick", "consult", "confirm")),
-                                     _number()),
-                        help="quick (blind) transfer, transfer with consultation, or confirm it"),
-    "conference": Command("conference", (_number(),), help="build or extend a conference"),
-    "pickup": Command("pickup", (_number(),), help="intercept the call ringing on an internal number"),
-    "record": Command("record", (Arg("action", "a string", _is_str, True, choices=("start", "stop")),),
-                      help="start or stop recording the selected call"),
-    "recordings": Command("recordings", help="the recordings kept on this unit"),
-    "mute": Command("mute", (Arg("state", "a string", _is_str, choices=("on", "off", "toggle")),),
-                    help="microphone mute"),
-}
-
-#: Not in COMMANDS because it turns the connection into a stream instead of calling the desk.
-EVENTS = "events"
+def error_message(reply: dict[str, Any]) -> str:
+    """The English words of a refusal line (also of an older unit's `"error": "words"`)."""
+    err = reply.get("error")
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("code") or "refused")
+    return str(err or "refused")
 
 
 def _known() -> str:
     return ", ".join([*COMMANDS, EVENTS])
 
 
-def _error(reason: str) -> dict[str, Any]:
-    return {"ok": False, "error": reason}
-
-
-def _data(result: Any) -> dict[str, Any]:
-    """A desk method's result as the reply's `data` object."""
-    if isinstance(result, dict):
-        return result
-    if result is None:
-        return {}
-    return {"result": result}
-
-
-def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | dict[str, Any]:
-    """Decode one request line into (cmd, args), or an error reply saying what is wrong with it."""
+def parse_request(line: bytes) -> tuple[str, dict[str, Any], bool] | dict[str, Any]:
+    """Decode one request line into (cmd, args, wait), or an error reply saying what is wrong with it."""
     try:
         request = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
-        return _error("request is not UTF-8 text")
+        return _bad_request("request is not UTF-8 text")
     except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
-        return _error(f"request is not valid JSON: {exc}")
+        return _bad_request(f"request is not valid JSON: {exc}")
     except RecursionError:  # "[[[[..." fits in one line and would otherwise escape as a crash
-        return _error("request is nested too deeply")
+        return _bad_request("request is nested too deeply")
     if not isinstance(request, dict):
-        return _error('request must be a JSON object like {"cmd": "calls"}')
+        return _bad_request('request must be a JSON object like {"cmd": "calls"}')
     cmd = request.get("cmd")
     if not isinstance(cmd, str) or not cmd:
-        return _error(f'request has no "cmd" string; commands: {_known()}')
+        return _bad_request(f'request has no "cmd" string; commands: {_known()}')
     args = request.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        return _error(f'"args" of {cmd} must be a JSON object')
-    return cmd, args
+        return _bad_request(f'"args" of {cmd} must be a JSON object')
+    wait = request.get("wait", False)
+    if wait is None:
+        wait = False
+    if not isinstance(wait, bool):
+        return _bad_request(f'"wait" of {cmd} must be true or false, not {json.dumps(wait)[:40]}')
+    return cmd, args, wait
 
 
-def dispatch(desk: Desk, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one command on the desk and return the reply object; never raises."""
-    command = COMMANDS.get(cmd)
-    if command is None:
-        return _error(f"unknown command {cmd[:40]!r}; commands: {_known()}")
-    spec = {a.name: a for a in command.args}
-    unknown = [name for name in args if name not in spec]
-    if unknown:
-        takes = ", ".join(spec) or "no arguments"
-        return _error(f"{cmd} does not take {unknown[0]!r}; it takes {takes}")
-    kwargs: dict[str, Any] = {}
-    for arg in command.args:
-        value = args.get(arg.name)
-        if value is None:  # absent and null mean the same: not given
-            if arg.required:
-                return _error(f"{cmd} needs {arg.name!r} ({arg.expects})")
-            continue
-        if not arg.check(value):
-            return _error(f"{arg.name!r} of {cmd} must be {arg.expects}, not {json.dumps(value)[:60]}")
-        if arg.choices and value not in arg.choices:
-            return _error(f"{arg.name!r} of {cmd} must be one of {', '.join(arg.choices)}, not {value!r}")
-        kwargs[arg.param or arg.name] = value
-    method = getattr(desk, command.method, None)
-    if not callable(method):
-        return _error(f"{cmd} is not available on this unit yet")
+async def dispatch(desk: Desk, cmd: str, args: dict[str, Any], wait: bool = False) -> dict[str, Any]:
+    """Hand one command to the desk and return its reply line (the final outcome's, with `wait`); never raises.
+
+    Awaited on the server's loop: the desk never blocks, so neither does this,
+    however long the command then waits for SIP.
+    """
+    import asyncio
+
+    checked = check_args(cmd, args)
+    if isinstance(checked, tuple):  # refused before it reaches the desk: nothing happened there
+        code, params = checked
+        return error_reply(code, params, cmd if cmd in COMMANDS else None)
+    from .desk import DeskClosed  # the unit has the desk loaded: this costs nothing there
+
+    # Every wait is shielded: giving up on a reply must never cancel the desk's own Futures.
     try:
-        result = method(**kwargs)
+        reply = desk.submit(cmd, **checked)
+        out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(reply)), DESK_REPLY)
+        if wait and out.pending and out.done is not None:
+            try:
+                out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(out.done)), WAIT_TIMEOUT)
+            except TimeoutError:
+                log.warning("control: %s still running after %g s; answering that it is", cmd, WAIT_TIMEOUT)
+    except TimeoutError:
+        return error_reply("desk_busy", {"seconds": _seconds(DESK_REPLY)}, cmd)
+    except DeskClosed:
+        return error_reply("desk_stopped", {}, cmd)
     except Exception as exc:  # the desk's bug must not take the socket (or the unit) down
-        log.exception("control: desk failed on %s %s", cmd, kwargs)
-        return _error(f"{cmd} failed inside the unit ({type(exc).__name__}: {exc}); see the unit's log")
-    from .desk import Outcome
-
-    if isinstance(result, Outcome):
-        return {"ok": True, "data": result.data} if result.ok else _error(result.reason)
-    return {"ok": True, "data": _data(result)}
+        log.exception("control: desk failed on %s %s", cmd, checked)
+        return error_reply("internal_error", {"error": f"{type(exc).__name__}: {exc}"}, cmd)
+    return outcome_reply(out)
 
 
 def _encode(obj: dict[str, Any]) -> bytes:
@@ -306,16 +314,15 @@ class _Lines:
 
 
 class _Server:
-    """One start() of a ControlServer: the listening socket, the loop thread and the worker pools."""
+    """One start() of a ControlServer: the listening socket and the loop thread."""
 
     def __init__(self, path: Path, desk: Desk, queue_size: int, idle_timeout: float | None,
-                 max_clients: int, workers: int) -> None:
+                 max_clients: int) -> None:
         self.path = path
         self.desk = desk
         self.queue_size = queue_size
         self.idle_timeout = idle_timeout
         self.max_clients = max_clients
-        self.workers = workers
         self.inode: int | None = None
         self.clients: set[Any] = set()  # the admitted connections' StreamWriters; only the loop touches it
         self.stopping = False
@@ -326,14 +333,11 @@ class _Server:
         self.loop: Any = None
         self.thread: threading.Thread | None = None
         self.server: Any = None
-        self.pool: Any = None  # desk commands, which may wait for the SIP agent
-        self.quick: Any = None  # the table-only commands, so they never queue behind those
 
     # --- start and stop, on the caller's thread ---------------------------------------
 
     def start(self) -> None:
         import asyncio
-        from concurrent.futures import ThreadPoolExecutor
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bound and made to listen under a temporary name, then renamed into place: the socket
@@ -350,8 +354,6 @@ class _Server:
             os.rename(tmp, self.path)
             renamed = True
             self.inode = os.stat(self.path).st_ino
-            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kiosk-control-desk")
-            self.quick = ThreadPoolExecutor(1, thread_name_prefix="kiosk-control-read")
             self.loop = asyncio.new_event_loop()
             self.thread = threading.Thread(target=self.loop.run_forever, name="kiosk-control", daemon=True)
             self.thread.start()
@@ -382,11 +384,7 @@ class _Server:
                 self.loop.close()
         elif self.loop is not None:  # start() failed before the thread ran it
             self.loop.close()
-        # A desk command still waiting for the agent finishes on its worker (the desk bounds that
-        # wait); its reply has nowhere to go any more.
-        for pool in (self.pool, self.quick):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        # A desk command still waiting for SIP goes on in the desk; its reply has nowhere to go any more.
 
     # --- on the loop thread --------------------------------------------------------------
 
@@ -450,8 +448,7 @@ class _Server:
         waited = self.loop.time() - self.idle_since.pop(idlest)
         log.info("control: at %d clients; closing the one idle longest (%.0f s) to let a new one in",
                  self.max_clients, waited)
-        idlest.write(_encode(_error(f"closing the connection: the unit is at its {self.max_clients} "
-                                    f"connections and this one was the longest idle ({waited:.0f} s)")))
+        idlest.write(_encode(error_reply("evicted", {"max": self.max_clients, "seconds": round(waited)})))
         idlest.close()
         self.clients.discard(idlest)
         return True
@@ -462,8 +459,7 @@ class _Server:
             self.refusing = True
             log.warning("control: %d clients connected, the most allowed; refusing new ones until one leaves",
                         self.max_clients)
-        writer.write(_encode(_error(f"too many clients: this unit serves at most {self.max_clients} "
-                                    "control connections at once; try again later")))
+        writer.write(_encode(error_reply("too_many_clients", {"max": self.max_clients})))
         writer.close()
 
     async def _requests(self, reader: Any, writer: Any) -> None:
@@ -481,7 +477,7 @@ class _Server:
                         chunk = await reader.read(65536)
                 except TimeoutError:
                     log.debug("control: closing a connection idle for %g s", idle)
-                    await self._send(writer, _error(f"closing the connection: no request for {idle:g} s"))
+                    await self._send(writer, error_reply("idle_closed", {"seconds": _seconds(idle)}))
                     return
                 if chunk:
                     lines.feed(chunk)
@@ -492,7 +488,7 @@ class _Server:
                 if line is None:
                     return
             if isinstance(line, _TooLong):
-                reply = _error(f"request line longer than {MAX_LINE} bytes")
+                reply = error_reply("line_too_long", {"limit": MAX_LINE})
             elif not line.strip():
                 continue  # a blank line (e.g. from a hand-typed socat session) is no request
             else:
@@ -500,14 +496,12 @@ class _Server:
                 if isinstance(parsed, dict):
                     reply = parsed
                 else:
-                    cmd, args = parsed
+                    cmd, args, wait = parsed
                     if cmd == EVENTS:
                         await self._stream(reader, writer)
                         return
-                    log.debug("control: %s %s", cmd, args)
-                    command = COMMANDS.get(cmd)
-                    pool = self.quick if command is not None and command.quick else self.pool
-                    reply = await self.loop.run_in_executor(pool, dispatch, self.desk, cmd, args)
+                    log.debug("control: %s %s%s", cmd, args, " (wait)" if wait else "")
+                    reply = await dispatch(self.desk, cmd, args, wait)
             await self._send(writer, reply)
             last = self.loop.time()
 
@@ -535,7 +529,7 @@ class _Server:
                 pass
 
         def listener(event: ev.Event) -> None:
-            # Runs on the desk's thread, maybe with the desk lock held: never block here.
+            # Runs on the desk's thread, inside a step of its loop: never block here.
             if dropped.is_set():
                 return
             try:
@@ -549,11 +543,18 @@ class _Server:
                 return
             on_loop(wake.set)
 
-        def open_stream() -> dict[str, Any]:
+        async def open_stream() -> dict[str, Any] | None:
             # Subscribe before the snapshot: an event in between is then sent twice (harmless,
-            # every row event carries the whole row) rather than lost.
+            # every row event carries the whole row) rather than lost. The snapshot is the
+            # `calls` command, awaited like any other: the desk takes it within milliseconds.
             unsubscribed.append(self.desk.subscribe(listener))
-            return self.desk.snapshot()
+            reply = await dispatch(self.desk, "calls", {})
+            if not reply.get("ok"):
+                await self._send(writer, reply)
+                return None
+            snapshot = dict(reply["data"])
+            snapshot.pop("command", None)
+            return snapshot
 
         def close_stream() -> None:
             for unsubscribe in unsubscribed:
@@ -570,7 +571,9 @@ class _Server:
 
         gone = None
         try:
-            snapshot = await loop.run_in_executor(self.quick, open_stream)
+            snapshot = await open_stream()
+            if snapshot is None:
+                return
             log.info("control: event stream opened")
             await self._stream_send(writer, {"event": "snapshot", **snapshot})
             gone = asyncio.create_task(client_gone())
@@ -587,7 +590,7 @@ class _Server:
         finally:
             if gone is not None:
                 gone.cancel()
-            close_stream()  # the desk lock is only ever held briefly: fine on the loop
+            close_stream()  # the listeners' lock is only ever held briefly: fine on the loop
             if unsubscribed:
                 log.info("control: event stream closed")
         if dropped.is_set():
@@ -603,27 +606,23 @@ class ControlServer:
     """The control socket of one unit: `start()` serves it in the background, `stop()` removes it.
 
     `idle_timeout` (seconds, or None for never) closes a connection that sends no request for
-    that long (an `events` stream is never idle); `max_clients` caps the open connections,
-    `workers` the desk commands running at once (see the module constants).
+    that long (an `events` stream is never idle); `max_clients` caps the open connections
+    (see the module constants).
     """
 
     def __init__(self, desk: Desk, path: Path, queue_size: int = EVENT_QUEUE, *,
-                 idle_timeout: float | None = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS,
-                 workers: int = WORKERS) -> None:
+                 idle_timeout: float | None = IDLE_TIMEOUT, max_clients: int = MAX_CLIENTS) -> None:
         if queue_size < 1:  # queue.Queue(0) is unbounded: exactly what a slow client must not get
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be positive (or None for none), not {idle_timeout}")
         if max_clients < 1:
             raise ValueError(f"max_clients must be at least 1, not {max_clients}")
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
         self.desk = desk
         self.path = Path(path)
         self.queue_size = queue_size
         self.idle_timeout = idle_timeout
         self.max_clients = max_clients
-        self.workers = workers
         self._server: _Server | None = None
 
     @property
@@ -640,7 +639,7 @@ class ControlServer:
             raise ControlError(f"control socket path {self.path} is longer than {MAX_SOCKET_PATH} bytes")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
-        server = _Server(self.path, self.desk, self.queue_size, self.idle_timeout, self.max_clients, self.workers)
+        server = _Server(self.path, self.desk, self.queue_size, self.idle_timeout, self.max_clients)
         server.start()
         self._server = server
         log.info("control socket listening at %s", self.path)
@@ -765,15 +764,19 @@ def _unread(sock: socket.socket) -> bool:
         return False
 
 
-def request(path: Path | str, cmd: str, /, **args: Any) -> dict[str, Any]:
-    """Send one command; return the reply, `{"ok": true, "data": ...}` or `{"ok": false, "error": ...}`.
+def request(path: Path | str, cmd: str, /, *, wait: bool = False, **args: Any) -> dict[str, Any]:
+    """Send one command; return the reply line (see the module docstring for its shapes).
 
-    A refusal by the desk is a normal reply (the caller shows its reason); only a
+    `wait`: the reply comes when the command's final outcome is known (a pickup
+    answered or given up, say) instead of as soon as the desk accepted it. A
+    refusal by the desk is a normal reply (the caller shows its message); only a
     socket that cannot be used raises, as ControlError.
     """
     body: dict[str, Any] = {"cmd": cmd}
     if args:
         body["args"] = args
+    if wait:
+        body["wait"] = True
     sock = _connect(path, REQUEST_TIMEOUT)
     try:
         _send_request(sock, path, body)
@@ -806,71 +809,131 @@ def stream_events(path: Path | str) -> Iterator[dict[str, Any]]:
         sock.settimeout(None)  # events may be minutes apart
         for obj in json_lines(sock, path):
             if obj.get("ok") is False:
-                raise ControlError(str(obj.get("error", "the kiosk refused the event stream")))
+                raise ControlError(error_message(obj))
             yield obj
     finally:
         sock.close()
 
 
 # --- kiosk ctl -----------------------------------------------------------------------
+#
+# The subcommands and their --help come from kiosk.commands.COMMANDS: a command added
+# there is a `kiosk ctl` subcommand without a line here.
 
 #: Exit codes of `kiosk ctl`: 0 done, 1 refused by the unit (reason on stderr),
 #: 2 bad command line (argparse's own), 3 no unit to talk to.
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_UNIT = 0, 1, 2, 3
 
+_CTL_EPILOG = """\
+Every command but `events` waits for its final outcome (a pickup answered or given up, a
+consultation dialled), prints its data as JSON and exits 0 when it worked, 1 when the unit
+refused it or it failed (the reason on stderr), 3 when no unit answers. --no-wait returns as
+soon as the unit accepted it, printing "pending": true and the "command" id when it still runs:
+its outcome then comes as an action_done or action_failed event of `kiosk ctl events`."""
+
+
+def _add_arg(parser: argparse.ArgumentParser, arg: Arg) -> None:
+    """One argument of the command table as argparse takes it."""
+    kw: dict[str, Any] = {"help": arg.help}
+    if arg.choices:
+        kw["choices"] = arg.choices
+    if arg.type == "rows":
+        kw.update(nargs="*", type=int, metavar="ROW")
+        kw["default"] = list(arg.default) if arg.default is not None else None
+    elif arg.type == "int":
+        kw["type"] = int
+    elif arg.type == "bool":
+        kw["action"] = argparse.BooleanOptionalAction
+    if arg.type != "rows" and not arg.choices and arg.type != "bool":
+        kw["metavar"] = arg.name.upper()
+    if arg.option:
+        if arg.required:
+            kw["required"] = True
+        if arg.type != "rows":
+            kw["default"] = arg.default
+        parser.add_argument(f"--{arg.name}", dest=arg.name, **kw)
+        return
+    if arg.type == "bool":  # a positional true/false makes no sense on a command line
+        kw.pop("action")
+        kw.update(type=lambda v: v.lower() in ("1", "true", "yes", "on"), metavar=arg.name.upper())
+    if arg.type != "rows" and not arg.required:
+        kw.update(nargs="?", default=arg.default)
+    parser.add_argument(arg.name, **kw)
+
 
 def _ctl_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiosk ctl", description="Drive this unit's call-control panel.")
-    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("calls", help="show the panel: parameters, lines, calls, selection")
-    sub.add_parser("events", help="print the snapshot, then every desk event, one JSON line each")
-    p = sub.add_parser("select", help="select call rows (none: clear the selection)")
-    p.add_argument("rows", metavar="ROW", nargs="*", type=int)
-    p = sub.add_parser("set", help="set the Line, Number or Route parameter")
-    p.add_argument("name", choices=("line", "number", "route"))
-    p.add_argument("value", metavar="VALUE")
-    for name in ("dial", "conference", "pickup"):
-        p = sub.add_parser(name, help=COMMANDS[name].help)
-        p.add_argument("number", metavar="NUMBER", nargs="?")
-    for name in ("answer", "hangup", "hold", "connect", "recordings"):
-        sub.add_parser(name, help=COMMANDS[name].help)
-    p = sub.add_parser("transfer", help=COMMANDS["transfer"].help)
-    p.add_argument("mode", choices=("quick", "consult", "confirm"))
-    p.add_argument("number", metavar="NUMBER", nargs="?")
-    p = sub.add_parser("record", help=COMMANDS["record"].help)
-    p.add_argument("action", choices=("start", "stop"))
-    p = sub.add_parser("mute", help=COMMANDS["mute"].help)
-    p.add_argument("state", choices=("on", "off", "toggle"), nargs="?", default="toggle")
+    parser = argparse.ArgumentParser(prog="kiosk ctl", description="Drive this unit's call-control panel.",
+                                     epilog=_CTL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket", dest="_socket", type=Path, default=None, metavar="PATH",
+                        help="the unit's control socket (default: $KIOSK_SOCKET or /run/kiosk/control.sock)")
+    parser.add_argument("--no-wait", dest="_no_wait", action="store_true",
+                        help="return as soon as the unit accepted the command, not when it is done")
+    parser.add_argument("--json", dest="_json", action="store_true",
+                        help="on a refusal, also print the error object (code, action, message, params, row) "
+                             "as JSON on stdout")
+    sub = parser.add_subparsers(dest="_cmd", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=_describe(command))
+        for arg in command.args:
+            _add_arg(p, arg)
+    sub.add_parser(EVENTS, help="print the snapshot, then every desk event, one JSON line each",
+                   description="Print the panel's snapshot, then every desk event, one JSON line each, "
+                               "until the unit stops (exit 3) or Ctrl-C (exit 0).")
     return parser
 
 
+def _describe(command: Command) -> str:
+    text = command.help[:1].upper() + command.help[1:] + "."
+    if command.reads:
+        return text
+    return text + " Waits for the outcome unless `kiosk ctl --no-wait` is given."
+
+
 def _ctl_args(ns: argparse.Namespace) -> dict[str, Any]:
-    """The request args of a parsed command line; an absent NUMBER is not sent at all."""
-    skip = {"cmd"}
-    return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
+    """The request args of a parsed command line; an absent optional argument is not sent at all."""
+    command = COMMANDS[ns._cmd]
+    values = {arg.name: getattr(ns, arg.name, None) for arg in command.args}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _print_json(obj: Any, indent: int | None = 2) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=indent), flush=True)
 
 
-def ctl_main(argv: list[str], socket_path: Path | str) -> int:
-    """`kiosk ctl ...`: one command to the running unit; returns the exit code."""
+def ctl_main(argv: list[str], socket_path: Path | str | None = None) -> int:
+    """`kiosk ctl ...`: one command to the running unit; returns the exit code.
+
+    `socket_path` is the default socket; `kiosk ctl --socket PATH` overrides it.
+    """
     try:
         ns = _ctl_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors; the caller decides
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    path = ns._socket or socket_path or Path(os.environ.get("KIOSK_SOCKET", "/run/kiosk/control.sock"))
     try:
-        if ns.cmd == EVENTS:
-            return _ctl_events(socket_path)
-        reply = request(socket_path, ns.cmd, **_ctl_args(ns))
+        if ns._cmd == EVENTS:
+            return _ctl_events(path)
+        reply = request(path, ns._cmd, wait=not ns._no_wait, **_ctl_args(ns))
     except ControlError as exc:
         print(f"kiosk ctl: {exc}", file=sys.stderr)
         return EXIT_NO_UNIT
     if reply.get("ok"):
-        _print_json(reply.get("data", {}))
+        data = reply.get("data", {})
+        still = bool(reply.get("pending"))
+        if isinstance(data, dict):
+            if still:  # --no-wait, or a wait that outlasted the unit's WAIT_TIMEOUT: which command to follow
+                data = {**data, "pending": True}
+            else:  # done: the outcome's own data, as a script reads it
+                data = {k: v for k, v in data.items() if k != "command"}
+        _print_json(data)
+        if still and not ns._no_wait:
+            print(f"kiosk ctl {ns._cmd}: still running after {WAIT_TIMEOUT:g} s; its outcome comes as an "
+                  "action_done or action_failed event", file=sys.stderr)
+            return EXIT_REFUSED
         return EXIT_OK
-    print(f"kiosk ctl {ns.cmd}: {reply.get('error', 'refused')}", file=sys.stderr)
+    if ns._json and isinstance(reply.get("error"), dict):
+        _print_json(reply["error"])
+    print(f"kiosk ctl {ns._cmd}: {error_message(reply)}", file=sys.stderr)
     return EXIT_REFUSED
 
 

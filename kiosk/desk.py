@@ -154,6 +154,7 @@ class Transfer:
     mode: str  # "quick" | "confirm"
     to: str
     consult: int | None = None
+    command: int | None = None  # the command that sent it: a late failure is tied to it
 
 
 @dataclass(frozen=True)
@@ -487,11 +488,11 @@ class Desk:
 
     # --- refusals and notices ----------------------------------------------
 
-    def _refuse(self, action: str, why: Refusal) -> Outcome:
+    def _refuse(self, action: str, why: Refusal, command: int | None = None) -> Outcome:
         message = why.message(action)
         log.info("refused %s: %s", action, message)
         self._notice(action, message, why.row, why.code, why.params)
-        self._emit(ev.ActionFailed(action, message, why.row, why.code, why.params, self._command_id()))
+        self._emit(ev.ActionFailed(action, message, why.row, why.code, why.params, command or self._command_id()))
         return Outcome(False, message, code=why.code, params=why.params, action=action, row=why.row)
 
     def _notice(self, action: str, message: str, row_id: int | None = None, code: str = "",
@@ -1052,7 +1053,7 @@ class Desk:
         if isinstance(got, Outcome):
             return got
         uri = self.target_uri(got, row.line, None)
-        self.transfers[row.id] = Transfer("quick", uri)
+        self.transfers[row.id] = Transfer("quick", uri, command=self._command_id())
         self._set_note(row, "note_transferring", to=uri)
         self._changed(row)
         self._step(row=row.id, to=uri)
@@ -1107,7 +1108,7 @@ class Desk:
             return self._refuse(action, pair)
         hrow, crow = pair
         held, consult = hrow.id, crow.id
-        self.transfers[held] = Transfer("confirm", crow.remote, consult)
+        self.transfers[held] = Transfer("confirm", crow.remote, consult, self._command_id())
         self._set_note(hrow, "note_transferring", to=crow.remote)
         self._changed(hrow)
         self._step(row=held, to=consult)
@@ -1141,7 +1142,7 @@ class Desk:
             self._set_note(row, "note_transfer_timed_out")
             self._changed(row)
         self._refuse(f"transfer_{transfer.mode}",
-                     refusal("transfer_timeout", row_id, row=row_id, seconds=round(TRANSFER_TIMEOUT)))
+                     refusal("transfer_timeout", row_id, row=row_id, seconds=round(TRANSFER_TIMEOUT)), transfer.command)
 
     async def _conference(self, number: str | None = None) -> Outcome:
         """Build a conference: three-party (hold and dial, then join) or join the selected rows."""
@@ -1533,9 +1534,10 @@ class Desk:
             # busy target: nothing was dropped, the operator chooses what next.
             self._refuse(f"transfer_{transfer.mode}",
                          refusal("transfer_failed_consult", row.id, row=row.id, consult=transfer.consult,
-                                 status=status))
+                                 status=status), transfer.command)
         else:
-            self._refuse(f"transfer_{transfer.mode}", refusal("transfer_failed", row.id, row=row.id, status=status))
+            self._refuse(f"transfer_{transfer.mode}", refusal("transfer_failed", row.id, row=row.id, status=status),
+                         transfer.command)
 
     def _record_always(self, row: Row) -> None:
         """Global recording: start at answer (on the loop: not waited for)."""

@@ -1,23 +1,24 @@
-"""The `kiosk` command: check-profile exit codes, and running on the last good profile."""
+"""The `kiosk` command: check-profile exit codes, running on the last good profile, and `kiosk ctl`'s
+command line (its own parser, generated from the command table: tests/test_commands.py and
+tests/test_control.py test what it sends)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from kiosk.cli import last_good_path, load_good_profile
+from kiosk.cli import _ctl_argv, last_good_path, load_good_profile, main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "kiosk" / "examples" / "profile.toml"
+from .fakes import example_profile
 
 
 def _good(tmp_path: Path) -> Path:
-    path = tmp_path / "profile.toml"
-    shutil.copyfile(EXAMPLE, path)
+    """The shipped example profile (and its secrets/) in tmp_path, as a provisioner would install it."""
+    path = example_profile(tmp_path)
     os.chmod(path, 0o640)
     return path
 
@@ -181,3 +182,47 @@ def test_the_lab_unit_is_started_once_its_control_socket_listens_not_once_the_fi
         assert log.count("unit running") == 1 and "Traceback" not in log, log[-3000:]
     finally:
         unit.stop()
+
+
+# --- kiosk ctl: everything after `ctl` is its own ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "rest"),
+    [
+        (["ctl", "calls"], ["calls"]),
+        (["-v", "ctl", "--no-wait", "pickup", "2004"], ["--no-wait", "pickup", "2004"]),
+        (["ctl", "--socket", "/tmp/x.sock", "--help"], ["--socket", "/tmp/x.sock", "--help"]),
+        (["ctl"], []),
+        (["run", "--headless"], None),
+        (["check-profile", "ctl"], None),
+    ],
+)
+def test_the_arguments_after_ctl_go_to_kiosk_ctl_untouched(argv: list[str], rest: list[str] | None) -> None:
+    assert _ctl_argv(argv) == rest
+
+
+def test_kiosk_ctl_options_before_the_command_are_its_own(tmp_path: Path, capsys) -> None:
+    nobody = tmp_path / "nobody.sock"
+    assert main(["ctl", "--socket", str(nobody), "--no-wait", "hangup"]) == 3
+    assert capsys.readouterr().err == f"kiosk ctl: no kiosk is running at {nobody} (is `kiosk run` started?)\n"
+    assert main(["ctl", "--help"]) == 0
+    assert "usage: kiosk ctl" in capsys.readouterr().out
+    assert main(["ctl", "--bogus", "calls"]) == 2
+
+
+def test_kiosk_ctl_uses_kiosk_socket_from_the_environment(tmp_path: Path, monkeypatch, capsys) -> None:
+    nobody = tmp_path / "env.sock"
+    monkeypatch.setenv("KIOSK_SOCKET", str(nobody))
+    monkeypatch.setattr("kiosk.cli.DEFAULT_SOCKET", nobody)
+    assert main(["ctl", "calls"]) == 3
+    assert str(nobody) in capsys.readouterr().err
+
+
+@pytest.mark.lab  # starts processes
+def test_kiosk_ctl_help_as_its_own_process() -> None:
+    done = _kiosk("ctl", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage: kiosk ctl" in done.stdout and "transfer" in done.stdout and "--no-wait" in done.stdout
+    done = _kiosk("ctl", "transfer", "--help")
+    assert done.returncode == 0 and "{quick,consult,confirm,next}" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -10,13 +11,14 @@ import socket
 import stat
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from kiosk import control
+from kiosk import commands, control
 from kiosk.control import ControlError, ControlServer, ctl_main, request, stream_events
 from kiosk.desk import Desk, Outcome
 
@@ -117,132 +119,267 @@ def track_subscriptions(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[Cal
 # --- commands round-trip ----------------------------------------------------------------
 
 
+def done(reply: dict[str, Any]) -> dict[str, Any]:
+    """The data of a success reply without its command id (asserting it had one)."""
+    assert reply["ok"] is True, reply
+    data = dict(reply["data"])
+    assert isinstance(data.pop("command"), int), reply
+    return data
+
+
+def refused(reply: dict[str, Any]) -> dict[str, Any]:
+    """The error object of a refusal (asserting its shape)."""
+    assert reply["ok"] is False and set(reply) == {"ok", "error"}, reply
+    error = reply["error"]
+    assert set(error) == {"code", "action", "message", "params", "row"}, error
+    return error
+
+
 def test_calls_returns_the_panel_snapshot(unit: Unit) -> None:
     reply = request(unit.path, "calls")
 
-    assert reply["ok"] is True
-    data = reply["data"]
+    assert reply["ok"] is True and reply["pending"] is False
+    data = done(reply)
     assert (data["line"], data["number"], data["route"]) == ("op1", "", "city")
     assert data["routes"] == ["city", "trunk"]
     assert [line["id"] for line in data["lines"] if line["registered"]] == ["op1", "op2"]
     assert data["calls"] == [] and data["selection"] == []
+    assert data["available"]["dial"] is None and data["available"]["answer"]["code"] == "no_selection"
 
 
 def test_set_and_dial_reach_the_agent(unit: Unit) -> None:
-    assert request(unit.path, "set", name="number", value="1002") == {
-        "ok": True, "data": {"line": "op1", "number": "1002", "route": "city"}}
+    reply = request(unit.path, "set", name="number", value="1002")
+    assert reply["pending"] is False
+    assert done(reply) == {"line": "op1", "number": "1002", "route": "city"}
+
+    reply = request(unit.path, "dial", wait=True)
+
+    assert reply["pending"] is False
+    assert done(reply) == {"row": 1, "uri": "sip:91002@pbx.test"}
+    assert unit.agent.requests("dial") == [(1, "op1", "sip:91002@pbx.test", "city")]
+
+
+def test_a_command_waiting_for_sip_is_answered_at_once_as_pending(unit: Unit) -> None:
+    unit.desk.set("number", "1002")
+    stalled = unit.agent.stall_next("dial")
 
     reply = request(unit.path, "dial")
 
-    assert reply == {"ok": True, "data": {"row": 1, "uri": "sip:91002@pbx.test"}}
-    assert unit.agent.requests("dial") == [(1, "op1", "sip:91002@pbx.test", "city")]
+    assert reply["pending"] is True
+    assert done(reply) == {"row": 1, "uri": "sip:91002@pbx.test"}
+    assert not stalled.done()
+
+
+def test_wait_answers_with_the_final_outcome_and_holds_up_no_other_client(unit: Unit) -> None:
+    unit.desk.set("number", "1002")
+    stalled = unit.agent.stall_next("dial")
+    replies: list[dict[str, Any]] = []
+    waiting = threading.Thread(target=lambda: replies.append(request(unit.path, "dial", wait=True)))
+    waiting.start()
+    eventually(lambda: bool(unit.agent.requests("dial")))
+
+    started = time.monotonic()
+    assert request(unit.path, "calls")["ok"] is True  # another client, served meanwhile
+    assert time.monotonic() - started < 0.5
+    assert replies == []
+
+    stalled.set_result(None)
+    waiting.join(5)
+    (reply,) = replies
+    assert reply["pending"] is False
+    assert done(reply) == {"row": 1, "uri": "sip:91002@pbx.test"}
+
+
+def test_wait_on_a_command_that_fails_later_is_its_refusal(unit: Unit) -> None:
+    unit.desk.set("number", "1002")
+    unit.agent.fail_next("dial", "486 Busy Here")
+
+    error = refused(request(unit.path, "dial", wait=True))
+
+    assert (error["code"], error["action"], error["message"]) == ("agent_error", "dial", "486 Busy Here")
+    assert error["params"] == {"error": "486 Busy Here"} and error["row"] == 1
+
+
+def test_a_pending_command_says_its_end_as_an_event_with_its_command_id(unit: Unit) -> None:
+    events = stream_events(unit.path)
+    try:
+        next(events)
+        unit.desk.set("number", "1002")
+        stalled = unit.agent.stall_next("dial")
+        reply = request(unit.path, "dial")
+        assert reply["pending"] is True
+        stalled.set_result(None)
+        finished = next(e for e in events if e["event"] == "action_done")
+        assert finished["command"] == reply["data"]["command"]
+        assert (finished["action"], finished["row_id"]) == ("dial", 1)
+    finally:
+        events.close()
+
+
+def test_hangup_overtakes_a_pickup_that_waits_for_sip(unit: Unit) -> None:
+    stalled = unit.agent.stall_next("dial")
+    picking = request(unit.path, "pickup", number="2004")
+    assert picking["pending"] is True
+    row = picking["data"]["row"]
+
+    started = time.perf_counter()
+    reply = request(unit.path, "hangup")
+    took = time.perf_counter() - started
+
+    assert reply["ok"] is True, reply
+    assert unit.agent.requests("hangup") == [(row,)]
+    assert not stalled.done()
+    assert took < 0.1, f"hangup took {took * 1000:.1f} ms behind a pickup"
 
 
 def test_select_answer_and_hangup_act_on_the_selected_call(unit: Unit) -> None:
     _first, second = unit.agent.ring(), unit.agent.ring()
 
-    assert request(unit.path, "select", rows=[second]) == {"ok": True, "data": {"selection": [second]}}
-    assert request(unit.path, "answer") == {"ok": True, "data": {"row": second}}
-    assert request(unit.path, "hangup") == {"ok": True, "data": {"row": second}}
+    assert done(request(unit.path, "select", rows=[second])) == {"selection": [second]}
+    assert done(request(unit.path, "answer", wait=True))["row"] == second
+    assert done(request(unit.path, "hangup", wait=True))["row"] == second
 
     assert unit.agent.requests("answer") == [(second,)]
     assert unit.agent.requests("hangup") == [(second,)]
 
 
-def test_a_refusal_comes_back_with_the_desks_reason(unit: Unit) -> None:
-    assert request(unit.path, "answer") == {"ok": False, "error": "no call selected"}
+def test_select_toggle_adds_and_removes_one_row(unit: Unit) -> None:
+    first, second = unit.agent.ring(), unit.agent.ring()
+
+    assert done(request(unit.path, "select", rows=[first]))["selection"] == [first]
+    assert done(request(unit.path, "select", toggle=second))["selection"] == [first, second]
+    assert done(request(unit.path, "select", toggle=first))["selection"] == [second]
+
+
+def test_a_refusal_comes_back_with_its_code_action_and_message(unit: Unit) -> None:
+    assert refused(request(unit.path, "answer")) == {
+        "code": "no_selection", "action": "answer", "message": "no call selected", "params": {}, "row": None}
+
+
+def test_a_refusal_names_the_row_it_concerns(unit: Unit) -> None:
+    call = unit.agent.ring()
+    error = refused(request(unit.path, "hold"))
+    assert (error["code"], error["row"], error["params"]) == ("hold_needs_talk", call, {"row": call, "state": "ringing"})
+    assert error["message"] == f"call {call} is ringing: only a call in conversation can be held"
 
 
 def test_dial_without_a_number_names_the_missing_number(unit: Unit) -> None:
-    assert request(unit.path, "dial") == {"ok": False, "error": "number required for dial"}
+    error = refused(request(unit.path, "dial"))
+    assert (error["code"], error["action"], error["message"]) == ("number_required", "dial",
+                                                                  "number required for dial")
 
 
 def test_later_desk_commands_get_their_arguments(unit: Unit) -> None:
     call = unit.agent.ring()
     unit.agent.talking(call)
 
-    reply = request(unit.path, "transfer", mode="quick", number="1003")
+    reply = request(unit.path, "transfer", mode="quick", number="1003", wait=True)
 
-    assert reply == {"ok": True, "data": {"row": call, "to": "sip:1003@pbx.test"}}
+    assert done(reply) == {"row": call, "to": "sip:1003@pbx.test"}
     assert unit.agent.requests("transfer") == [(call, "sip:1003@pbx.test")]
-    assert request(unit.path, "record", action="start")["data"]["row"] == call
+    assert done(request(unit.path, "record", action="start", wait=True))["row"] == call
+
+
+def test_the_refused_action_is_the_one_the_arguments_mean(unit: Unit) -> None:
+    assert refused(request(unit.path, "transfer", mode="confirm"))["action"] == "transfer_confirm"
+    assert refused(request(unit.path, "record", action="stop"))["action"] == "record_stop"
 
 
 def test_a_command_the_desk_does_not_have_yet_is_refused(unit: Unit, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(control.COMMANDS, "later", control.Command("later_feature", help="not built yet"))
-    assert not hasattr(unit.desk, "later_feature")
-    assert request(unit.path, "later") == {"ok": False, "error": "later is not available on this unit yet"}
+    monkeypatch.setitem(commands.COMMANDS, "later", commands.Command("later", "not built yet"))
+    assert not hasattr(unit.desk, "_later")
+    error = refused(request(unit.path, "later"))
+    assert (error["code"], error["message"]) == ("not_available", "later is not available on this unit yet")
 
 
 def test_recordings_lists_what_the_desk_recorded(unit: Unit) -> None:
     call = unit.agent.ring()
     unit.agent.talking(call)
-    path = request(unit.path, "record", action="start")["data"]["file"]
+    path = done(request(unit.path, "record", action="start", wait=True))["file"]
 
-    listed = request(unit.path, "recordings")["data"]["recordings"]
+    listed = done(request(unit.path, "recordings", wait=True))["recordings"]
 
     assert [(r["file"], r["recording"]) for r in listed] == [(path, True)]
 
 
 def test_an_unknown_command_is_refused_naming_the_known_ones(unit: Unit) -> None:
-    reply = request(unit.path, "reboot")
+    error = refused(request(unit.path, "reboot"))
 
-    assert reply["ok"] is False
-    assert reply["error"].startswith("unknown command 'reboot'; commands: calls, select, set, dial, answer, hangup")
-    assert reply["error"].endswith("events")
+    assert (error["code"], error["action"]) == ("unknown_command", None)
+    assert error["message"].startswith("unknown command 'reboot'; commands: calls, select, set, key, dial, answer")
+    assert error["message"].endswith("events")
+    assert error["params"]["command"] == "reboot"
 
 
 @pytest.mark.parametrize(
-    ("cmd", "args", "error"),
+    ("cmd", "args", "code", "message"),
     [
-        ("select", {"rows": "1"}, "'rows' of select must be a list of row numbers, not \"1\""),
-        ("select", {"rows": [True]}, "'rows' of select must be a list of row numbers, not [true]"),
-        ("select", {}, "select needs 'rows' (a list of row numbers)"),
-        ("set", {"name": "number", "value": 1002}, "'value' of set must be a string, not 1002"),
-        ("set", {"name": "volume", "value": "11"}, "'name' of set must be one of line, number, route, not 'volume'"),
-        ("dial", {"number": 1002}, "'number' of dial must be a string, not 1002"),
-        ("dial", {"to": "1002"}, "dial does not take 'to'; it takes number"),
-        ("answer", {"row": 1}, "answer does not take 'row'; it takes no arguments"),
-        ("transfer", {"mode": "sideways"}, "'mode' of transfer must be one of quick, consult, confirm, not 'sideways'"),
-        ("record", {}, "record needs 'action' (a string)"),
+        ("select", {"rows": "1"}, "bad_argument", "'rows' of select must be a list of row numbers, not '1'"),
+        ("select", {"rows": [True]}, "bad_argument", "'rows' of select must be a list of row numbers, not [True]"),
+        ("select", {"toggle": "2"}, "bad_argument", "'toggle' of select must be a whole number, not '2'"),
+        ("set", {"name": "number", "value": 1002}, "bad_argument", "'value' of set must be a string, not 1002"),
+        ("set", {"name": "volume", "value": "11"}, "bad_argument",
+         "'name' of set must be one of line, number, route, not 'volume'"),
+        ("set", {"value": "11"}, "missing_argument", "set needs 'name' (one of line, number, route)"),
+        ("dial", {"number": 1002}, "bad_argument", "'number' of dial must be a string, not 1002"),
+        ("dial", {"to": "1002"}, "unknown_argument", "dial does not take 'to'; it takes number"),
+        ("answer", {"row": 1}, "unknown_argument", "answer does not take 'row'; it takes no arguments"),
+        ("transfer", {"mode": "sideways"}, "bad_argument",
+         "'mode' of transfer must be one of quick, consult, confirm, next, not 'sideways'"),
+        ("record", {}, "missing_argument", "record needs 'action' (one of start, stop, toggle)"),
     ],
 )
 def test_wrong_arguments_are_refused_before_reaching_the_desk(
-    unit: Unit, cmd: str, args: dict[str, Any], error: str
+    unit: Unit, cmd: str, args: dict[str, Any], code: str, message: str
 ) -> None:
-    assert request(unit.path, cmd, **args) == {"ok": False, "error": error}
+    error = refused(request(unit.path, cmd, **args))
+    assert (error["code"], error["action"], error["message"]) == (code, cmd, message)
+    assert error["params"]["command"] == cmd
     assert unit.agent.received == []
+    assert unit.desk.snapshot()["notices"] == []  # never reached the desk
 
 
 def test_null_arguments_count_as_not_given(unit: Unit) -> None:
     raw = Raw(unit.path)
     try:
-        assert raw.ask({"cmd": "dial", "args": {"number": None}}) == {"ok": False, "error": "number required for dial"}
+        assert refused(raw.ask({"cmd": "dial", "args": {"number": None}}))["code"] == "number_required"
         assert raw.ask({"cmd": "calls", "args": None})["ok"] is True
+        assert raw.ask({"cmd": "calls", "wait": None})["ok"] is True
     finally:
         raw.close()
+
+
+def bad_request(reply: dict[str, Any]) -> str:
+    """The problem of a bad_request refusal."""
+    error = refused(reply)
+    assert (error["code"], error["action"], error["row"]) == ("bad_request", None, None), error
+    assert error["message"] == error["params"]["problem"]
+    return error["message"]
 
 
 def test_malformed_requests_get_errors_and_the_connection_keeps_serving(unit: Unit) -> None:
     raw = Raw(unit.path)
     try:
         raw.send(b"dial 1002\n")
-        assert raw.line()["error"].startswith("request is not valid JSON")
+        assert bad_request(raw.line()).startswith("request is not valid JSON")
         raw.send(b"[1, 2]\n")
-        assert raw.line() == {"ok": False, "error": 'request must be a JSON object like {"cmd": "calls"}'}
+        assert bad_request(raw.line()) == 'request must be a JSON object like {"cmd": "calls"}'
         raw.send(b'{"args": {}}\n')
-        assert raw.line()["error"].startswith('request has no "cmd" string; commands: calls, ')
+        assert bad_request(raw.line()).startswith('request has no "cmd" string; commands: calls, ')
         raw.send(b'{"cmd": "dial", "args": ["1002"]}\n')
-        assert raw.line() == {"ok": False, "error": '"args" of dial must be a JSON object'}
+        assert bad_request(raw.line()) == '"args" of dial must be a JSON object'
+        raw.send(b'{"cmd": "dial", "wait": "yes"}\n')
+        assert bad_request(raw.line()) == '"wait" of dial must be true or false, not "yes"'
         raw.send(b"\xff\xfe\n")
-        assert raw.line() == {"ok": False, "error": "request is not UTF-8 text"}
+        assert bad_request(raw.line()) == "request is not UTF-8 text"
         raw.send(b"[" * 60_000 + b"\n")
-        assert raw.line() == {"ok": False, "error": "request is nested too deeply"}
+        assert bad_request(raw.line()) == "request is nested too deeply"
         raw.send(b'{"cmd": "select", "args": {"rows": [' + b"9" * 5000 + b']}}\n')  # past int's digit limit
-        assert raw.line()["error"].startswith("request is not valid JSON")
+        assert bad_request(raw.line()).startswith("request is not valid JSON")
         raw.send(b"\n   \n")  # blank lines are no requests and get no replies
         raw.send(b'{"cmd": "x", "pad": "' + b"a" * (70 * 1024) + b'"}\n{"cmd": "calls"}\n')
-        assert raw.line() == {"ok": False, "error": "request line longer than 65536 bytes"}
+        assert refused(raw.line()) == {"code": "line_too_long", "action": None, "params": {"limit": 65536},
+                                       "message": "request line longer than 65536 bytes", "row": None}
         assert raw.line()["ok"] is True
     finally:
         raw.close()
@@ -252,7 +389,7 @@ def test_an_endless_line_is_answered_at_once_and_skipped_to_its_end(unit: Unit) 
     raw = Raw(unit.path)
     try:
         raw.send(b"x" * (control.MAX_LINE + 10))
-        assert raw.line() == {"ok": False, "error": "request line longer than 65536 bytes"}
+        assert refused(raw.line())["message"] == "request line longer than 65536 bytes"
         raw.send(b"still the same line" * 1000)
         raw.send(b'\n{"cmd": "calls"}\n')
         assert raw.line()["ok"] is True
@@ -275,17 +412,49 @@ def test_a_line_of_exactly_the_limit_is_accepted(unit: Unit) -> None:
 def test_a_desk_exception_becomes_an_error_reply_and_the_server_lives_on(
     unit: Unit, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken() -> Outcome:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("table corrupted")
 
-    monkeypatch.setattr(unit.desk, "answer", broken)
+    monkeypatch.setattr(unit.desk, "submit", broken)
 
-    reply = request(unit.path, "answer")
+    error = refused(request(unit.path, "answer"))
 
-    assert reply == {"ok": False,
-                     "error": "answer failed inside the unit (RuntimeError: table corrupted); see the unit's log"}
+    assert (error["code"], error["action"]) == ("internal_error", "answer")
+    assert error["message"] == "internal error in the unit (RuntimeError: table corrupted); see the unit's log"
     assert "desk failed on answer" in caplog.text
+    monkeypatch.undo()
     assert request(unit.path, "calls")["ok"] is True
+
+
+def test_a_desk_that_does_not_take_the_command_is_said_busy(unit: Unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "DESK_REPLY", 0.2)
+    monkeypatch.setattr(unit.desk, "submit", lambda *a, **kw: Future())  # never answered
+
+    started = time.monotonic()
+    error = refused(request(unit.path, "hangup"))
+
+    assert error["code"] == "desk_busy" and error["params"] == {"seconds": 0.2}
+    assert time.monotonic() - started < 3
+
+
+def test_a_stopped_desk_is_said_stopped(unit: Unit) -> None:
+    unit.desk.close()
+    eventually(lambda: unit.desk._loop.is_closed())
+
+    error = refused(request(unit.path, "hangup"))
+
+    assert (error["code"], error["message"]) == ("desk_stopped", "the desk has stopped")
+
+
+def test_a_wait_that_outlasts_the_limit_is_answered_as_still_pending(unit: Unit,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "WAIT_TIMEOUT", 0.2)
+    unit.desk.set("number", "1002")
+    unit.agent.stall_next("dial")
+
+    reply = request(unit.path, "dial", wait=True)
+
+    assert reply["pending"] is True and done(reply)["row"] == 1
 
 
 def test_each_client_is_served_on_its_own(unit: Unit) -> None:
@@ -450,36 +619,28 @@ def test_a_thousand_idle_clients_cost_no_threads_and_calls_stays_fast(tmp_path: 
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_calls_answers_at_once_while_desk_commands_wait_for_the_agent(
-    unit: Unit, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = threading.Event()
-    waiting: list[int] = []
-
-    def slow_answer() -> Outcome:  # an answer whose SIP transaction takes its time
-        waiting.append(1)
-        release.wait(10)
-        return Outcome(True, data={"row": 1})
-
-    monkeypatch.setattr(unit.desk, "answer", slow_answer)
+def test_calls_answers_at_once_while_many_commands_wait_for_the_agent(unit: Unit) -> None:
+    stalled = [unit.agent.stall_next("mute") for _ in range(8)]  # more than the old worker pool had
     replies: list[dict[str, Any]] = []
-    slow = [threading.Thread(target=lambda: replies.append(request(unit.path, "answer")))
-            for _ in range(control.WORKERS + 2)]  # more than there are workers
+    slow = [threading.Thread(target=lambda: replies.append(request(unit.path, "mute", state="on", wait=True)))
+            for _ in stalled]
     try:
         for t in slow:
             t.start()
-        eventually(lambda: len(waiting) == control.WORKERS)
+        eventually(lambda: len(unit.agent.requests("mute")) == len(stalled))
 
         started = time.monotonic()
         assert request(unit.path, "calls")["ok"] is True
         assert request(unit.path, "set", name="number", value="1002")["ok"] is True
+        assert request(unit.path, "hangup")["ok"] is False  # refused at once: nothing selected
         assert time.monotonic() - started < 0.5
         assert replies == []
     finally:
-        release.set()
+        for fut in stalled:
+            fut.set_result(None)
         for t in slow:
             t.join(10)
-    assert replies == [{"ok": True, "data": {"row": 1}}] * (control.WORKERS + 2)
+    assert [done(r) for r in replies] == [{"muted": True}] * len(stalled)
 
 
 def test_an_idle_connection_is_told_and_closed_after_the_idle_timeout(tmp_path: Path) -> None:
@@ -487,7 +648,8 @@ def test_an_idle_connection_is_told_and_closed_after_the_idle_timeout(tmp_path: 
         raw = Raw(unit.path)
         try:
             started = time.monotonic()
-            assert raw.line() == {"ok": False, "error": "closing the connection: no request for 0.3 s"}
+            assert refused(raw.line()) == {"code": "idle_closed", "action": None, "params": {"seconds": 0.3},
+                                           "message": "closing the connection: no request for 0.3 s", "row": None}
             assert 0.25 < time.monotonic() - started < 3
             assert raw.at_eof()
         finally:
@@ -521,8 +683,9 @@ def test_an_event_stream_is_never_idle(tmp_path: Path) -> None:
 def test_a_client_beyond_the_cap_is_told_the_cap_and_closed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    refusal = {"ok": False, "error": "too many clients: this unit serves at most 3 control connections at once; "
-                                     "try again later"}
+    message = "too many clients: this unit serves at most 3 control connections at once; try again later"
+    refusal = {"ok": False, "error": {"code": "too_many_clients", "action": None, "params": {"max": 3},
+                                      "message": message, "row": None}}
     with serving(tmp_path, max_clients=3) as unit:
         streams = [Raw(unit.path) for _ in range(3)]  # event streams are never idle: none can make room
         try:
@@ -541,7 +704,7 @@ def test_a_client_beyond_the_cap_is_told_the_cap_and_closed(
             with pytest.raises(ControlError, match="too many clients: this unit serves at most 3"):
                 next(stream_events(unit.path))
             assert ctl_main(["calls"], unit.path) == 1
-            assert capsys.readouterr().err == f"kiosk ctl calls: {refusal['error']}\n"
+            assert capsys.readouterr().err == f"kiosk ctl calls: {message}\n"
             assert caplog.text.count("refusing new ones") == 1  # said once, not once per client
 
             streams.pop().close()
@@ -560,8 +723,9 @@ def test_at_the_cap_the_longest_idle_client_makes_room(tmp_path: Path) -> None:
                 assert raw.ask({"cmd": "calls"})["ok"] is True
             eventually(lambda: unit.server.connections == 3)
             assert request(unit.path, "calls")["ok"] is True  # let in: held[0] made room
-            told = held[0].line()
-            assert told["ok"] is False and "this one was the longest idle" in told["error"], told
+            told = refused(held[0].line())
+            assert told["code"] == "evicted" and told["params"]["max"] == 3, told
+            assert "this one was the longest idle" in told["message"], told
             assert held[0].at_eof()
             for raw in held[1:]:  # the others are served as before
                 assert raw.ask({"cmd": "calls"})["ok"] is True
@@ -599,11 +763,11 @@ def test_a_thousand_idle_clients_at_the_default_cap_never_lock_out_calls(tmp_pat
 
 def test_the_limits_are_checked(tmp_path: Path) -> None:
     desk = Desk(make_profile(), FakeAgent())
-    for kw in ({"idle_timeout": 0}, {"max_clients": 0}, {"workers": 0}, {"queue_size": 0}):
+    for kw in ({"idle_timeout": 0}, {"max_clients": 0}, {"queue_size": 0}):
         with pytest.raises(ValueError):
             ControlServer(desk, tmp_path / "x.sock", **kw)
     server = ControlServer(desk, tmp_path / "x.sock")
-    assert (server.idle_timeout, server.max_clients, server.workers) == (60.0, 256, 4)
+    assert (server.idle_timeout, server.max_clients) == (60.0, 256)
     assert control.BACKLOG >= 128
 
 
@@ -631,10 +795,12 @@ def test_events_stream_carries_refusals_and_number_requests(unit: Unit) -> None:
     events = stream_events(unit.path)
     try:
         next(events)
-        request(unit.path, "dial")
+        reply = request(unit.path, "dial")
         assert next(events) == {"event": "number_required", "action": "dial"}
-        assert next(events) == {"event": "action_failed", "action": "dial",
-                                "reason": "number required for dial", "row_id": None}
+        failed = next(e for e in events if e["event"] == "action_failed")
+        assert failed == {"event": "action_failed", "action": "dial", "reason": "number required for dial",
+                          "row_id": None, "code": "number_required", "params": {}, "command": failed["command"]}
+        assert reply["error"]["code"] == "number_required"
     finally:
         events.close()
 
@@ -748,17 +914,62 @@ def test_request_without_a_running_kiosk_says_so(tmp_path: Path) -> None:
 def test_ctl_prints_the_data_as_json_and_exits_0(unit: Unit, capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl_main(["dial", "1002"], unit.path) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"row": 1, "uri": "sip:91002@pbx.test"}
+    assert json.loads(out) == {"row": 1, "uri": "sip:91002@pbx.test"}  # waited for: the outcome's data
     assert err == ""
 
     assert ctl_main(["calls"], unit.path) == 0
     assert json.loads(capsys.readouterr().out)["calls"][0]["id"] == 1
 
 
+def test_ctl_waits_for_the_outcome_and_exits_1_when_it_fails(unit: Unit,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    stalled = unit.agent.stall_next("dial")
+    unit.agent.fail_next("dial", "486 Busy Here")  # the one after
+    result: list[int] = []
+    ctl = threading.Thread(target=lambda: result.append(ctl_main(["dial", "1002"], unit.path)))
+    ctl.start()
+    eventually(lambda: bool(unit.agent.requests("dial")))
+    time.sleep(0.1)
+    assert result == []  # still waiting for the agent
+    stalled.set_result(None)
+    ctl.join(5)
+    assert result == [0]
+    capsys.readouterr()
+
+    assert ctl_main(["dial", "1003"], unit.path) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "kiosk ctl dial: 486 Busy Here\n")
+
+
+def test_ctl_no_wait_returns_once_the_unit_took_the_command(unit: Unit,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    stalled = unit.agent.stall_next("dial")
+
+    assert ctl_main(["--no-wait", "pickup", "2004"], unit.path) == 0
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["pending"] is True and data["row"] == 1 and isinstance(data["command"], int)
+    assert not stalled.done()
+
+
+def test_ctl_socket_option_overrides_the_default(unit: Unit, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl_main(["--socket", str(unit.path), "calls"], tmp_path / "nobody.sock") == 0
+    assert json.loads(capsys.readouterr().out)["routes"] == ["city", "trunk"]
+
+
 def test_ctl_refusal_exits_1_with_the_reason_on_stderr(unit: Unit, capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl_main(["answer"], unit.path) == 1
     out, err = capsys.readouterr()
     assert out == ""
+    assert err == "kiosk ctl answer: no call selected\n"
+
+
+def test_ctl_json_prints_the_error_object_of_a_refusal(unit: Unit, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl_main(["--json", "answer"], unit.path) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"code": "no_selection", "action": "answer", "message": "no call selected",
+                               "params": {}, "row": None}
     assert err == "kiosk ctl answer: no call selected\n"
 
 
@@ -772,17 +983,22 @@ def test_ctl_without_a_running_kiosk_exits_3(tmp_path: Path, capsys: pytest.Capt
 def test_ctl_usage_errors_exit_2(unit: Unit, capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl_main(["transfer", "sideways"], unit.path) == 2
     assert ctl_main(["select", "first"], unit.path) == 2
+    assert ctl_main(["mute", "maybe"], unit.path) == 2
+    assert ctl_main(["answer", "--no-wait"], unit.path) == 2  # a global option: before the command
     assert ctl_main([], unit.path) == 2
     assert unit.agent.received == []
 
 
 @pytest.mark.parametrize(
-    ("argv", "method", "kwargs"),
+    ("argv", "cmd", "args"),
     [
-        (["select", "1", "2"], "select", {"row_ids": [1, 2]}),
-        (["select"], "select", {"row_ids": []}),
+        (["select", "1", "2"], "select", {"rows": [1, 2]}),
+        (["select"], "select", {"rows": []}),
+        (["select", "--toggle", "3"], "select", {"rows": [], "toggle": 3}),
         (["set", "number", "1002"], "set", {"name": "number", "value": "1002"}),
         (["set", "number", ""], "set", {"name": "number", "value": ""}),
+        (["key", "7"], "key", {"key": "7"}),
+        (["key", "delete"], "key", {"key": "delete"}),
         (["dial"], "dial", {}),
         (["dial", "1002"], "dial", {"number": "1002"}),
         (["answer"], "answer", {}),
@@ -792,29 +1008,42 @@ def test_ctl_usage_errors_exit_2(unit: Unit, capsys: pytest.CaptureFixture[str])
         (["transfer", "quick", "1003"], "transfer", {"mode": "quick", "number": "1003"}),
         (["transfer", "consult", "1003"], "transfer", {"mode": "consult", "number": "1003"}),
         (["transfer", "confirm"], "transfer", {"mode": "confirm"}),
+        (["transfer", "next"], "transfer", {"mode": "next"}),
         (["conference"], "conference", {}),
         (["conference", "1004"], "conference", {"number": "1004"}),
         (["pickup", "1005"], "pickup", {"number": "1005"}),
         (["record", "start"], "record", {"action": "start"}),
         (["record", "stop"], "record", {"action": "stop"}),
+        (["record", "toggle"], "record", {"action": "toggle"}),
+        (["mute"], "mute", {"state": "toggle"}),
+        (["mute", "on"], "mute", {"state": "on"}),
         (["recordings"], "recordings", {}),
+        (["calls"], "calls", {}),
     ],
 )
-def test_ctl_subcommands_reach_the_desk_method_with_its_arguments(
+def test_ctl_subcommands_reach_the_desk_with_their_arguments(
     unit: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    argv: list[str], method: str, kwargs: dict[str, Any],
+    argv: list[str], cmd: str, args: dict[str, Any],
 ) -> None:
-    got: list[dict[str, Any]] = []
+    got: list[tuple[str, dict[str, Any]]] = []
 
-    def recorder(**kw: Any) -> Outcome:
-        got.append(kw)
-        return Outcome(True, data={"echo": kw})
+    def recorder(name: str, /, **kw: Any) -> Future[Outcome]:
+        got.append((name, kw))
+        reply: Future[Outcome] = Future()
+        reply.set_result(Outcome(True, data={"echo": kw}, command=7))
+        return reply
 
-    monkeypatch.setattr(unit.desk, method, recorder, raising=False)
+    monkeypatch.setattr(unit.desk, "submit", recorder)
 
     assert ctl_main(argv, unit.path) == 0
-    assert got == [kwargs]
-    assert json.loads(capsys.readouterr().out) == {"echo": kwargs}
+    assert got == [(cmd, args)]
+    assert json.loads(capsys.readouterr().out) == {"echo": args}
+
+
+def test_ctl_has_a_subcommand_for_every_command_of_the_table() -> None:
+    parser = control._ctl_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [*commands.COMMANDS, "events"]
 
 
 def test_ctl_events_prints_snapshot_then_events_until_the_unit_stops(
@@ -839,7 +1068,8 @@ def test_ctl_events_prints_snapshot_then_events_until_the_unit_stops(
     ctl.join(5)
 
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [e["event"] for e in lines] == ["snapshot", "row"]
+    assert [e["event"] for e in lines][:2] == ["snapshot", "row"]
+    assert {e["event"] for e in lines[2:]} <= {"available"}  # what the ringing call now allows
     assert lines[1]["row"]["id"] == call
     assert result == [3]
     assert "closed the event stream" in capsys.readouterr().err

@@ -283,3 +283,14 @@ def test_a_listener_cannot_command_the_desk_from_its_own_thread(desk: Desk, agen
     desk.subscribe(listener)
     agent.ring()
     assert errors and "listener" in str(errors[0])
+
+
+def test_a_transfer_that_fails_at_the_far_end_is_tied_to_its_command(desk: Desk, agent: FakeAgent) -> None:
+    call = talking(agent)
+    got: list[ev.Event] = []
+    desk.subscribe(got.append)
+    out = desk.transfer("quick", "2009").wait()
+    assert out.ok
+    agent.transfer_status(call, 486, "Busy Here")
+    failed = [e for e in got if isinstance(e, ev.ActionFailed)]
+    assert [(e.action, e.code, e.command) for e in failed] == [("transfer_quick", "transfer_failed", out.command)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -11,8 +13,11 @@ from gpiozero import Button, Device
 from gpiozero.pins.mock import MockFactory
 
 from hw.buttons import Buttons, start_buttons
+from kiosk import commands
 from kiosk import events as ev
+from kiosk.control import ControlServer
 from kiosk.desk import Desk
+from kiosk.ui.remote import RemoteDesk
 
 from .conftest import needs_lab
 from kiosk.profile import Gpio
@@ -102,6 +107,33 @@ def test_conference_key_without_a_number_is_refused_by_the_desk(
     assert any(isinstance(e, (ev.NumberRequired, ev.ActionFailed)) for e in seen)
 
 
+def test_transfer_key_consults_from_the_selected_call_not_the_open_consultation(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    """The issue: with a consultation open on rows 1 -> 2 and row 3 selected, a short Transfer
+    confirmed the consultation of rows 1 and 2 (the key decided by `desk.consults`). It is
+    `transfer next` now, and the desk consults from the call the operator selected."""
+    first = caller(agent)
+    assert desk.transfer("consult", "2002").wait().ok
+    (second, *_), = agent.requests("dial")
+    agent.talking(second)
+    assert desk.consults == {second: first}
+    third = agent.ring("sip:2003@pbx.test")
+    assert desk.select([third]).ok
+    assert desk.answer().wait().ok  # holds the consulted party: one conversation in the headset
+    agent.talking(third)
+    desk.set("number", "2004")
+    holds = len(agent.requests("hold"))
+
+    press(factory, buttons, PINS.transfer)
+
+    assert agent.requests("transfer_replaces") == []  # the 1 -> 2 consultation was left alone
+    assert agent.requests("hold")[holds:] == [(third,)]
+    assert [r[2] for r in agent.requests("dial")] == ["sip:2002@pbx.test", "sip:2004@pbx.test"]
+    fourth = agent.requests("dial")[1][0]
+    assert desk.consults == {second: first, fourth: third}
+
+
 def test_transfer_key_consults_then_confirms(
     factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
 ) -> None:
@@ -143,6 +175,140 @@ def test_record_key_starts_then_stops_recording(
     assert not desk.rows[call].recording
 
 
+# --- a key is never queued behind another action's SIP ----------------------------------
+
+
+def pin_press(factory: MockFactory, pin: int | None) -> None:
+    """A short press and release, without waiting for anything."""
+    assert pin is not None
+    factory.pin(pin).drive_low()
+    factory.pin(pin).drive_high()
+
+
+def hangup_reaches_the_agent_within(agent: FakeAgent, factory: MockFactory, limit: float) -> tuple[int, float]:
+    """Press Hang up; the row the agent was asked to hang up, and how long that took (s)."""
+    before = len(agent.requests("hangup"))
+    started = time.perf_counter()
+    pin_press(factory, PINS.hangup)
+    while len(agent.requests("hangup")) == before:
+        if time.perf_counter() - started > 2:
+            raise AssertionError("the hangup never reached the agent")
+        time.sleep(0.0005)
+    took = time.perf_counter() - started
+    assert took < limit, f"the hangup took {took * 1000:.1f} ms"
+    return agent.requests("hangup")[before][0], took
+
+
+def test_hangup_overtakes_a_pickup_waiting_for_its_invite(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    stalled = agent.stall_next("dial")
+    picking = desk.submit("pickup", number="2004").result(1)
+    assert picking.pending
+    row = picking.data["row"]
+
+    hung, _took = hangup_reaches_the_agent_within(agent, factory, 0.1)
+
+    assert hung == row
+    assert not stalled.done() and not picking.done.done()  # the pickup still waits for its INVITE
+    agent.ended(row, 487, "Request Terminated")
+    stalled.set_result(None)
+    assert not picking.wait(5).ok  # nothing was picked up
+    assert buttons.idle()
+
+
+def test_hangup_overtakes_a_consultation_being_dialled(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    held = caller(agent)
+    desk.set("number", "2003")
+    stalled = agent.stall_next("dial")
+    pin_press(factory, PINS.transfer)  # transfer next: consult
+    assert eventually(lambda: bool(agent.requests("dial")))
+    consult = agent.requests("dial")[0][0]
+    assert agent.requests("hold") == [(held,)]
+
+    hung, _took = hangup_reaches_the_agent_within(agent, factory, 0.1)
+
+    assert hung == consult  # the consultation being dialled, not the held caller
+    assert not stalled.done()
+    agent.ended(consult, 487, "Request Terminated")
+    stalled.set_result(None)
+    assert buttons.idle()
+
+
+def test_hangup_overtakes_a_conference_join(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    first = caller(agent)
+    second = agent.ring("sip:2002@pbx.test")
+    assert desk.select([second]).ok and desk.answer().wait().ok
+    agent.talking(second)
+    assert desk.select([first, second]).ok
+    stalled = agent.stall_next("conference")
+    pin_press(factory, PINS.conference)
+    assert eventually(lambda: bool(agent.requests("conference")))
+    assert desk.select([second]).ok  # the operator picks the one to let go
+
+    hung, _took = hangup_reaches_the_agent_within(agent, factory, 0.1)
+
+    assert hung == second
+    assert not stalled.done()
+    stalled.set_result(None)
+    assert buttons.idle()
+
+
+def test_a_press_never_blocks_gpiozeros_thread(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    caller(agent)
+    agent.stall_next("hold")
+    started = time.perf_counter()
+    pin_press(factory, PINS.hold)  # the callback runs on this thread with the mock pins
+    assert time.perf_counter() - started < 0.05
+    assert eventually(lambda: bool(agent.requests("hold")))
+
+
+def test_a_refused_press_is_logged(
+    factory: MockFactory, buttons: Buttons, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="kiosk.hw.buttons"):
+        press(factory, buttons, PINS.answer)
+    assert "button answer refused: no call selected" in caplog.text
+
+
+# --- the keys bind the command table's actions ------------------------------------------
+
+
+def test_the_keys_bind_exactly_the_tables_gpio_actions(buttons: Buttons) -> None:
+    assert buttons.bound == commands.gpio_bindings()
+    assert {a.id for a in buttons.bound.values()} == {a.id for a in commands.ACTIONS.values() if a.gpio}
+    assert buttons.bound["transfer"].args == {"mode": "next"}
+    assert buttons.bound["transfer:held"].args == {"mode": "quick"}
+    assert buttons.bound["record"].args == {"action": "toggle"}
+
+
+def test_the_keys_work_over_the_control_socket(desk: Desk, agent: FakeAgent, factory: MockFactory) -> None:
+    with tempfile.TemporaryDirectory(prefix="kiosk-gpio-") as d, ControlServer(desk, Path(d) / "c.sock") as server:
+        remote = RemoteDesk(server.path, desk.profile)
+        b = Buttons(remote, PINS, pin_factory=factory)
+        try:
+            led = factory.pin(PINS.led_ringing)
+            call = agent.ring()
+            assert eventually(lambda: bool(led.state)), "ringing LED not lit from the unit's events"
+            press(factory, b, PINS.answer)
+            assert agent.requests("answer") == [(call,)]
+            agent.talking(call)
+            assert eventually(lambda: not led.state)
+            press(factory, b, PINS.record)
+            assert desk.rows[call].recording
+            press(factory, b, PINS.hangup)
+            assert agent.requests("hangup") == [(call,)]
+        finally:
+            b.close()
+            remote.close()
+
+
 # --- LEDs follow the desk -----------------------------------------------------------
 
 
@@ -167,13 +333,14 @@ def test_recording_led_is_lit_while_the_call_is_recorded(
     led = factory.pin(PINS.led_recording)
     call = caller(agent)
     assert not led.state
-    assert desk.record("start").ok
-    assert led.state
-    assert desk.record("stop").ok
-    assert not led.state
-    desk.record("start")
+    assert desk.record("start").wait().ok
+    assert eventually(lambda: bool(led.state))
+    assert desk.record("stop").wait().ok
+    assert eventually(lambda: not led.state)
+    assert desk.record("start").wait().ok
+    assert eventually(lambda: bool(led.state))
     agent.ended(call)
-    assert not led.state
+    assert eventually(lambda: not led.state)
 
 
 # --- devices and their life cycle ---------------------------------------------------

@@ -15,8 +15,9 @@ from typing import Iterator
 import pytest
 
 from kiosk import events as ev
+from kiosk.commands import COMMANDS
 from kiosk.control import ControlServer
-from kiosk.desk import Desk, Outcome
+from kiosk.desk import AgentError, Desk
 from kiosk.ui.frontend import DeskFrontend
 from kiosk.ui.remote import RemoteDesk
 
@@ -70,25 +71,84 @@ def seen_remote(remote: RemoteDesk) -> Seen:
 
 
 def test_commands_reach_the_desk_and_return_its_outcome(remote: RemoteDesk, desk: Desk, agent: FakeAgent) -> None:
-    assert remote.set("number", "2001") == Outcome(True, data={"line": "op1", "number": "2001", "route": "city"})
+    out = remote.set("number", "2001")
+    assert (out.ok, out.data, out.action, out.pending) == (True, {"line": "op1", "number": "2001", "route": "city"},
+                                                           "set", False)
+    assert isinstance(out.command, int)
     assert remote.number == "2001" and desk.number == "2001"
-    done = remote.dial()
+    done = remote.dial().wait(WAIT)
     assert done.ok and done.data["row"] == 1
     assert agent.requests("dial") == [(1, "op1", "sip:92001@pbx.test", "city")]
     assert remote.select([1]).ok and desk.selection == [1]
     assert remote.transfer("quick", "3003").ok is False  # not talking yet: the desk's refusal
     agent.talking(1)
-    assert remote.hold().ok and agent.requests("hold") == [(1,)]
+    assert remote.hold().wait(WAIT).ok and agent.requests("hold") == [(1,)]
     assert remote.snapshot()["calls"][0]["state"] == "on hold"
-    assert remote.hangup().ok and agent.requests("hangup") == [(1,)]
+    assert remote.hangup().wait(WAIT).ok and agent.requests("hangup") == [(1,)]
 
 
-def test_a_refusal_is_an_outcome_with_the_reason_and_an_event(remote: RemoteDesk, seen_remote: Seen) -> None:
-    assert remote.hold() == Outcome(False, "no call selected")
+def test_every_command_of_the_table_has_its_method(remote: RemoteDesk) -> None:
+    for name in COMMANDS:
+        if name != "calls":  # that one is snapshot()
+            assert callable(getattr(remote, name)), name
+    assert remote.key("7").ok and remote.number == "7"
+    assert remote.key("delete").ok and remote.number == ""
+    assert remote.mute().wait(WAIT).data == {"muted": True}
+    assert remote.recordings().wait(WAIT).data == {"recordings": []}
+
+
+def test_a_refusal_is_an_outcome_with_its_code_and_an_event(remote: RemoteDesk, seen_remote: Seen) -> None:
+    refused = remote.hold()
+    assert (refused.ok, refused.reason, refused.code, refused.action, refused.row) == (
+        False, "no call selected", "no_selection", "hold", None)
     failed = seen_remote.next(ev.ActionFailed)
-    assert failed == ev.ActionFailed("hold", "no call selected", None)
-    assert remote.dial() == Outcome(False, "number required for dial")
+    assert (failed.action, failed.reason, failed.code, failed.row_id) == ("hold", "no call selected",
+                                                                          "no_selection", None)
+    refused = remote.dial()
+    assert (refused.ok, refused.reason, refused.code) == (False, "number required for dial", "number_required")
     assert seen_remote.next(ev.NumberRequired) == ev.NumberRequired("dial")
+    refused = remote.transfer("sideways")  # checked here, as the unit would
+    assert (refused.code, refused.params["argument"]) == ("bad_argument", "mode")
+
+
+def test_a_pending_outcome_is_done_when_its_event_comes(remote: RemoteDesk, seen_remote: Seen, desk: Desk,
+                                                        agent: FakeAgent) -> None:
+    desk.set("number", "2001")
+    stalled = agent.stall_next("dial")
+    accepted = remote.dial()
+    assert accepted.ok and accepted.pending and accepted.done is not None
+    assert not accepted.done.done()
+    stalled.set_result(None)
+    final = accepted.wait(WAIT)
+    assert (final.ok, final.pending, final.command, final.action) == (True, False, accepted.command, "dial")
+    assert final.data["row"] == 1
+
+
+def test_a_pending_command_that_fails_is_done_with_its_refusal(remote: RemoteDesk, seen_remote: Seen,
+                                                               desk: Desk, agent: FakeAgent) -> None:
+    desk.set("number", "2001")
+    stalled = agent.stall_next("dial")
+    accepted = remote.dial()
+    assert accepted.pending
+    stalled.set_exception(AgentError("486 Busy Here"))
+    final = accepted.wait(WAIT)
+    assert (final.ok, final.code, final.reason, final.row) == (False, "agent_error", "486 Busy Here", 1)
+    assert final.command == accepted.command
+
+
+def test_submit_never_waits_for_the_socket(remote: RemoteDesk, desk: Desk, agent: FakeAgent) -> None:
+    futures = [remote.submit("key", key=str(d)) for d in range(5)]
+    outs = [f.result(WAIT) for f in futures]
+    assert all(o.ok for o in outs)
+    assert sorted(desk.number) == list("01234")
+
+
+def test_availability_is_followed_from_the_snapshot_and_its_events(remote: RemoteDesk, seen_remote: Seen,
+                                                                  agent: FakeAgent) -> None:
+    assert remote.available["answer"]["code"] == "no_selection"
+    agent.ring()
+    seen_remote.next(ev.AvailabilityChanged, lambda e: e.available["answer"] is None)
+    assert remote.available["answer"] is None
 
 
 def test_desk_events_arrive_as_the_dataclasses(remote: RemoteDesk, seen_remote: Seen, desk: Desk,
@@ -127,7 +187,9 @@ def test_a_unit_that_goes_away_is_said_and_followed_again(remote: RemoteDesk, se
     assert down.connected is False and down.reason
     assert remote.connected is False
     refused = remote.answer()
-    assert not refused.ok and "not reachable" in refused.reason
+    assert (refused.ok, refused.code, refused.action) == (False, "link_down", "answer")
+    assert refused.reason == f"no connection to the unit: {refused.params['reason']}"
+    assert "no kiosk is running" in refused.params["reason"]
     assert remote.snapshot()["lines"][0]["id"] == "op1"  # the last state seen, not an exception
     call = agent.ring()  # while nobody listens
     with ControlServer(desk, server.path):
@@ -171,3 +233,27 @@ def test_desk_frontend_over_the_socket_loses_no_keypad_digit(remote: RemoteDesk,
         assert desk.selection == []
     finally:
         frontend.close()
+
+
+def test_an_outcome_event_that_overtakes_its_reply_still_finishes_it(sock_path: Path, desk: Desk) -> None:
+    remote = RemoteDesk(sock_path, desk.profile)  # no unit needed: the reply and event are played here
+    try:
+        remote._track(ev.ActionDone("dial", 41, 3, {"row": 3, "uri": "sip:2001@pbx.test"}))
+        out = remote._outcome({"ok": True, "data": {"row": 3, "command": 41}, "pending": True}, "dial")
+        assert out.pending and out.command == 41 and out.row == 3
+        final = out.wait(0)
+        assert (final.ok, final.action, final.data["uri"]) == (True, "dial", "sip:2001@pbx.test")
+    finally:
+        remote.close()
+
+
+def test_commands_pending_when_the_unit_goes_away_are_given_up(remote: RemoteDesk, seen_remote: Seen,
+                                                               server: ControlServer, desk: Desk,
+                                                               agent: FakeAgent) -> None:
+    desk.set("number", "2001")
+    agent.stall_next("dial")
+    accepted = remote.dial()
+    assert accepted.pending
+    server.stop()
+    final = accepted.wait(WAIT)
+    assert (final.ok, final.code, final.command) == (False, "link_down", accepted.command)

@@ -164,7 +164,7 @@ def test_confirm_refused_by_a_baresip_transferee_keeps_both_calls_and_the_operat
     confirmed = unit.ctl("transfer", "confirm")
 
     assert confirmed.rc == 0, confirmed.err  # the REFER was sent; its outcome comes as an event
-    failed = events.wait("action_failed", lambda e: e["action"] == "confirm transfer")
+    failed = events.wait("action_failed", lambda e: e["action"] == "transfer_confirm")
     assert failed["row_id"] == held
     assert failed["reason"] == (
         f"transfer of call {held} to call {consult_row} failed: 486 Busy Here; both calls stay with you: "
@@ -211,7 +211,7 @@ def test_confirm_refused_by_a_consulted_baresip_keeps_both_calls(unit_factory, p
 
     assert unit.ctl("transfer", "confirm").rc == 0
 
-    failed = events.wait("action_failed", lambda e: e["action"] == "confirm transfer")
+    failed = events.wait("action_failed", lambda e: e["action"] == "transfer_confirm")
     assert "failed: 420 Bad Extension; both calls stay with you" in failed["reason"], failed
     refer = b.wait_event("transfer_request")
     assert b.wait_event("state", call=refer["new_call"], state="DISCONNECTED")["code"] == 420

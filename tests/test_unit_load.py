@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 
-from kiosk.control import ControlError, request
+from kiosk.control import ControlError, error_message, request
 from kiosk.lab.baresip import Baresip
 from kiosk.lab.kamailio import Kamailio
 from kiosk.lab.proc import wait_until
@@ -78,7 +78,7 @@ class CtlSampler(threading.Thread):
                     self.max_rows = max(self.max_rows, len(rows))
                     self.remotes.update(str(r.get("remote", "")) for r in rows)
                 else:
-                    self.errors.append(str(reply.get("error")))
+                    self.errors.append(error_message(reply))
             next_at += self.interval
             self._done.wait(max(0.0, next_at - time.monotonic()))
 

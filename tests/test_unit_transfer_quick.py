@@ -108,7 +108,7 @@ def test_quick_transfer_to_a_number_that_does_not_exist_keeps_the_call_and_says_
     assert out.rc == 0, out.err
 
     failed = events.wait("action_failed", timeout=15)
-    assert failed["action"] == "quick transfer" and failed["row_id"] == row, failed
+    assert failed["action"] == "transfer_quick" and failed["row_id"] == row, failed
     assert "404" in failed["reason"] and "stays with you" in failed["reason"], failed
     time.sleep(1.0)  # nothing ends it afterwards either
     (call,) = unit.calls()
@@ -172,7 +172,7 @@ def test_quick_transfer_without_a_number_asks_for_it_then_works_with_the_number_
     out = unit.ctl("transfer", "quick")
     assert out.rc == 1 and "number required for quick transfer" in out.err, (out.rc, out.err)
     asked = events.wait("number_required")
-    assert asked["action"] == "quick transfer"
+    assert asked["action"] == "transfer_quick"
     assert [c["id"] for c in unit.calls()] == [row]  # nothing happened to the call
 
     assert unit.ctl("set", "number", "2002").rc == 0

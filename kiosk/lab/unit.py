@@ -138,14 +138,19 @@ class Unit:
         snap = self.request("calls")
         return bool(snap.get("ok")) and all(line["registered"] for line in snap["data"]["lines"])
 
-    def request(self, cmd: str, **args: Any) -> dict[str, Any]:
-        """One request on the control socket; the raw reply."""
+    def request(self, cmd: str, wait: bool = True, **args: Any) -> dict[str, Any]:
+        """One request on the control socket; the raw reply.
+
+        `wait` (the default, as `kiosk ctl` does): the reply is the command's final
+        outcome, not only its acceptance; `wait=False` returns as soon as the unit took it.
+        """
         from ..control import request
 
-        return request(self.socket, cmd, **args)
+        return request(self.socket, cmd, wait=wait, **args)
 
     def ctl(self, *args: str, timeout: float = 30.0) -> CtlResult:
-        """Run `kiosk ctl ARGS` as its own process, as a CTI script would."""
+        """Run `kiosk ctl ARGS` as its own process, as a CTI script would (it waits for the outcome,
+        unless ARGS start with `--no-wait`)."""
         argv = [sys.executable, "-m", "kiosk.cli", "ctl", "--socket", str(self.socket), *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         try:

@@ -1,28 +1,39 @@
 """The desk as the touchscreen's own process sees it: the unit's control socket, like any CTI client.
 
-`RemoteDesk` has the surface the panel and DeskFrontend use on an in-process
-kiosk.desk.Desk: the desk commands (same arguments, a kiosk.desk.Outcome back),
-`snapshot()`, `subscribe(listener)`, `number`, `selection`, `muted` and
-`profile`. A command is one request on the socket; events come from one
-`events` stream read by a thread of its own and turned back into the
-kiosk.events dataclasses.
+`RemoteDesk` has the surface the panel, DeskFrontend and the GPIO keys use on an
+in-process kiosk.desk.Desk: `run(name, **args) -> Outcome` and
+`submit(name, **args) -> Future[Outcome]` for any command of kiosk.commands'
+table, a thin method per command (`dial(number)`, `transfer(mode, number)`,
+...), `snapshot()`, `subscribe(listener)`, `number`, `selection`, `muted`,
+`available` and `profile`. A command is one request on the socket (`submit`
+makes it on a small pool of threads, so the caller never waits for the socket);
+its Outcome carries the desk's code, parameters, action, command id and
+`pending`. Events come from one `events` stream read by a thread of its own
+and turned back into the kiosk.events dataclasses; an `ActionDone` or
+`ActionFailed` with a pending command's id resolves that Outcome's `done`
+Future, so `outcome.wait()` works here as in-process.
 
 The unit may go away (restarting, upgraded) and come back: the reader then
 emits `LinkChanged(False, reason)`, keeps trying to connect, and on success
 emits `LinkChanged(True, snapshot=...)` with the unit's current state. While
-the link is down a command is refused with a reason; nothing raises. No Kivy here.
+the link is down a command is refused with code `link_down` ({reason}), and
+commands still pending are given up the same way; nothing raises. No Kivy here.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import socket
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from kiosk import events as ev
-from kiosk.control import ControlError, json_lines, open_events, request
+from kiosk import i18n
+from kiosk.commands import COMMANDS, check_args
+from kiosk.control import ControlError, error_message, json_lines, open_events, request
 from kiosk.desk import Outcome
 from kiosk.profile import Profile
 
@@ -32,6 +43,10 @@ log = logging.getLogger("kiosk.ui")
 RETRY_FIRST, RETRY_MAX = 0.25, 2.0
 #: How long a connect (and the snapshot line after it) may take before the unit counts as not answering.
 CONNECT_TIMEOUT = 10.0
+#: Threads making requests for `submit`: a few, so that a slow reply never holds up the next press.
+SENDERS = 4
+#: Final outcomes of commands not (yet) known as pending here, kept for a reply that comes after its event.
+EARLY_OUTCOMES = 256
 
 
 class RemoteDesk:
@@ -44,9 +59,17 @@ class RemoteDesk:
         self._listeners: list[Callable[[ev.Event], None]] = []
         self._state: dict[str, Any] = self._empty_state()
         self.connected = False
+        self._down_reason = "not connected yet"
         self._stopping = threading.Event()
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
+        #: Set once the reader has tried the unit (and followed it, when it answered).
+        self._attempted = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        #: command id -> the `done` Future of its pending Outcome, until its event comes.
+        self._pending: dict[int, Future[Outcome]] = {}
+        #: command id -> its final Outcome, when the event came before the reply was read.
+        self._early: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
 
     def _empty_state(self) -> dict[str, Any]:
         profile = self.profile
@@ -57,6 +80,7 @@ class RemoteDesk:
             "lines": [{"id": ln.id, "registered": False, "code": 0, "reason": "the unit is not reachable"}
                       for ln in profile.lines],
             "routes": [r.id for r in profile.routes], "calls": [], "selection": [], "muted": False,
+            "available": {},
         }
 
     # --- wiring ------------------------------------------------------------------
@@ -64,7 +88,7 @@ class RemoteDesk:
     def start(self) -> None:
         """Follow the unit's events on a thread of their own (also done by the first subscribe)."""
         with self._lock:
-            if self._reader is not None:
+            if self._reader is not None or self._stopping.is_set():
                 return
             self._reader = threading.Thread(target=self._read, name="kiosk-ui-events", daemon=True)
         self._reader.start()
@@ -72,8 +96,9 @@ class RemoteDesk:
     def close(self, timeout: float = 5.0) -> None:
         """Stop following the unit (the unit itself is not touched)."""
         self._stopping.set()
+        self._attempted.set()  # a command now no longer waits for the stream
         with self._lock:
-            sock, reader = self._sock, self._reader
+            sock, reader, pool = self._sock, self._reader, self._pool
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -81,6 +106,9 @@ class RemoteDesk:
                 pass
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._give_up_pending("the touchscreen is closing")
 
     def subscribe(self, listener: Callable[[ev.Event], None]) -> Callable[[], None]:
         """Call `listener` (on the reader thread) with every desk event; returns the unsubscribe function."""
@@ -118,6 +146,7 @@ class RemoteDesk:
                     log.warning("touchscreen: %s; trying again", reason)
                     self._link_down(reason)
                     told_down = True
+                self._attempted.set()
                 self._stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
@@ -127,6 +156,7 @@ class RemoteDesk:
                 with self._lock:
                     self._sock = None
                 sock.close()
+                self._attempted.set()
             if self._stopping.is_set():
                 return
             if self.connected:  # the stream was up: the unit went away now
@@ -159,7 +189,7 @@ class RemoteDesk:
                 if first:
                     first = False
                     if obj.get("event") != "snapshot":
-                        return f"the unit refused the event stream: {obj.get('error', obj)}"
+                        return f"the unit refused the event stream: {error_message(obj)}"
                     sock.settimeout(None)  # events may be minutes apart
                     self._on_snapshot(obj)
                     continue
@@ -179,16 +209,22 @@ class RemoteDesk:
             self._state = {**self._empty_state(), **snap}
             self.connected = True
             state = self._copy()
+        self._attempted.set()
         log.info("touchscreen: following the unit at %s", self.path)
         self._emit(ev.LinkChanged(True, "", state))
 
     def _link_down(self, reason: str) -> None:
         with self._lock:
             self.connected = False
+            self._down_reason = reason
+        # A unit that went away will never send the outcome of what it was doing; one that
+        # restarted counts its commands from 1 again: nothing pending is known any more.
+        self._give_up_pending(reason)
         self._emit(ev.LinkChanged(False, reason))
 
     def _track(self, event: ev.Event) -> None:
         """Keep the local copy of the panel's state up to date with one event."""
+        finished: tuple[int, Outcome] | None = None
         with self._lock:
             s = self._state
             if isinstance(event, ev.RowChanged):
@@ -201,9 +237,41 @@ class RemoteDesk:
                 s.update(line=event.line, number=event.number, route=event.route)
             elif isinstance(event, ev.MuteChanged):
                 s["muted"] = event.muted
+            elif isinstance(event, ev.AvailabilityChanged):
+                s["available"] = dict(event.available)
             elif isinstance(event, ev.LineState):
                 s["lines"] = [{"id": event.line, "registered": event.registered, "code": event.code,
                                "reason": event.reason} if ln["id"] == event.line else ln for ln in s["lines"]]
+            elif isinstance(event, ev.ActionDone) and event.command is not None:
+                finished = event.command, Outcome(True, data=dict(event.data), action=event.action,
+                                                  row=event.row_id, command=event.command)
+            elif isinstance(event, ev.ActionFailed) and event.command is not None:
+                finished = event.command, Outcome(False, event.reason, code=event.code, params=dict(event.params),
+                                                  action=event.action, row=event.row_id, command=event.command)
+        if finished is not None:
+            self._finished(*finished)
+
+    def _finished(self, command: int, out: Outcome) -> None:
+        """A command's final outcome came as an event: resolve its pending Outcome (or keep it for it)."""
+        with self._lock:
+            done = self._pending.pop(command, None)
+            if done is None:
+                # Its reply is not read yet (the event overtook it), or it was never pending here
+                # (a refusal at once, another client's command): kept a while, for the first case.
+                self._early.setdefault(command, out)
+                while len(self._early) > EARLY_OUTCOMES:
+                    self._early.popitem(last=False)
+                return
+        if not done.done():
+            done.set_result(out)
+
+    def _give_up_pending(self, reason: str) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._early.clear()
+        for command, done in pending.items():
+            if not done.done():
+                done.set_result(self._link_down_outcome(reason, command=command))
 
     @staticmethod
     def _replace_row(calls: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,15 +283,15 @@ class RemoteDesk:
     def _copy(self) -> dict[str, Any]:
         s = self._state
         return {**s, "lines": [dict(ln) for ln in s["lines"]], "calls": [dict(c) for c in s["calls"]],
-                "selection": list(s["selection"])}
+                "selection": list(s["selection"]), "available": dict(s.get("available") or {})}
 
     # --- reading ---------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The panel as the unit has it now; while the unit is away, the last state seen."""
-        reply = self._request("calls")
-        if reply is not None and reply.get("ok") and isinstance(reply.get("data"), dict):
-            return reply["data"]
+        out = self.run("calls")
+        if out.ok and out.data.get("lines") is not None:
+            return dict(out.data)
         with self._lock:
             return self._copy()
 
@@ -242,59 +310,118 @@ class RemoteDesk:
         with self._lock:
             return bool(self._state.get("muted"))
 
+    @property
+    def available(self) -> dict[str, dict[str, Any] | None]:
+        """Action id -> None when it can act now, else why not (`{"code", "params", "message", "row"}`)."""
+        with self._lock:
+            return dict(self._state.get("available") or {})
+
     # --- the desk commands --------------------------------------------------------------
 
-    def _request(self, cmd: str, **args: Any) -> dict[str, Any] | None:
+    def _link_down_outcome(self, reason: str, action: str = "", command: int | None = None) -> Outcome:
+        params = {"reason": reason}
+        return Outcome(False, i18n.message("link_down", params), code="link_down", params=params, action=action,
+                       command=command)
+
+    def run(self, name: str, /, **args: Any) -> Outcome:
+        """One command on the unit: its reply as an Outcome (a pending one's `done` resolves from its event).
+
+        Never raises: a unit that cannot be reached is the refusal `link_down`.
+        """
+        args = {k: v for k, v in args.items() if v is not None}
+        checked = check_args(name, args)
+        command = COMMANDS.get(name)
+        if isinstance(checked, tuple):  # what the unit would say, without the round trip
+            code, params = checked
+            return Outcome(False, i18n.message(code, params), code=code, params=params, action=name)
+        assert command is not None
+        action = command.action_for(checked)
+        # A pending command's outcome comes as an event (even a read may wait: `recordings`
+        # reads the disk): follow the unit before asking it anything.
+        self.start()
+        self._attempted.wait(CONNECT_TIMEOUT)
         try:
-            return request(self.path, cmd, **{k: v for k, v in args.items() if v is not None})
+            reply = request(self.path, name, **checked)
         except ControlError as exc:
-            log.info("touchscreen: %s not sent: %s", cmd, exc)
-            return None
+            log.info("touchscreen: %s not sent: %s", name, exc)
+            return self._link_down_outcome(str(exc), action)
+        return self._outcome(reply, action)
 
-    def _command(self, cmd: str, **args: Any) -> Outcome:
-        reply = self._request(cmd, **args)
-        if reply is None:
-            return Outcome.refuse("the unit is not reachable (restarting?): nothing was done")
-        if reply.get("ok"):
-            data = reply.get("data")
-            return Outcome(True, data=data if isinstance(data, dict) else {})
-        return Outcome.refuse(str(reply.get("error", "refused")))
+    def _outcome(self, reply: dict[str, Any], action: str) -> Outcome:
+        if not reply.get("ok"):
+            err = reply.get("error")
+            if not isinstance(err, dict):  # an older unit: words only
+                return Outcome(False, str(err or "refused"), code="refused", action=action)
+            return Outcome(False, str(err.get("message") or ""), code=str(err.get("code") or "refused"),
+                           params=dict(err.get("params") or {}), action=str(err.get("action") or action),
+                           row=err.get("row"))
+        data = reply.get("data")
+        data = dict(data) if isinstance(data, dict) else {}
+        command = data.pop("command", None)  # an Outcome's own field, as in-process
+        command = command if isinstance(command, int) and not isinstance(command, bool) else None
+        row = data.get("row") if isinstance(data.get("row"), int) else None
+        if not reply.get("pending") or command is None:
+            return Outcome(True, data=data, action=action, row=row, command=command)
+        done: Future[Outcome] = Future()
+        with self._lock:
+            early = self._early.pop(command, None)
+            if early is None:
+                self._pending[command] = done
+        if early is not None:
+            done.set_result(early)
+        return Outcome(True, data=data, action=action, row=row, command=command, pending=True, done=done)
 
-    def select(self, row_ids: Iterable[int]) -> Outcome:
-        return self._command("select", rows=[int(r) for r in row_ids])
+    def submit(self, name: str, /, **args: Any) -> Future[Outcome]:
+        """Start a command without waiting for the socket: the Future holds `run`'s Outcome."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="kiosk-ui-send")
+            pool = self._pool
+        try:
+            return pool.submit(self.run, name, **args)
+        except RuntimeError:  # closed
+            fut: Future[Outcome] = Future()
+            fut.set_result(self._link_down_outcome("the touchscreen is closing", name))
+            return fut
+
+    def select(self, row_ids: Iterable[int] = (), toggle: int | None = None) -> Outcome:
+        return self.run("select", rows=[int(r) for r in row_ids], toggle=toggle)
 
     def set(self, name: str, value: str) -> Outcome:
-        return self._command("set", name=name, value=value)
+        return self.run("set", name=name, value=value)
+
+    def key(self, key: str) -> Outcome:
+        return self.run("key", key=key)
 
     def dial(self, number: str | None = None) -> Outcome:
-        return self._command("dial", number=number)
+        return self.run("dial", number=number)
 
     def answer(self) -> Outcome:
-        return self._command("answer")
+        return self.run("answer")
 
     def hangup(self) -> Outcome:
-        return self._command("hangup")
+        return self.run("hangup")
 
     def hold(self) -> Outcome:
-        return self._command("hold")
+        return self.run("hold")
 
     def connect(self) -> Outcome:
-        return self._command("connect")
+        return self.run("connect")
 
     def transfer(self, mode: str, number: str | None = None) -> Outcome:
-        return self._command("transfer", mode=mode, number=number)
+        return self.run("transfer", mode=mode, number=number)
 
     def conference(self, number: str | None = None) -> Outcome:
-        return self._command("conference", number=number)
+        return self.run("conference", number=number)
 
     def pickup(self, number: str | None = None) -> Outcome:
-        return self._command("pickup", number=number)
+        return self.run("pickup", number=number)
 
     def record(self, action: str) -> Outcome:
-        return self._command("record", action=action)
+        return self.run("record", action=action)
 
     def mute(self, state: str = "toggle") -> Outcome:
-        return self._command("mute", state=state)
+        return self.run("mute", state=state)
 
     def recordings(self) -> Outcome:
-        return self._command("recordings")
+        return self.run("recordings")
