@@ -107,6 +107,17 @@ def agent_alive(agent: object, timeout: float = 5.0) -> bool:
     return True
 
 
+def desk_alive(desk: object, timeout: float = 5.0) -> bool:
+    """True when the desk's loop runs a step within `timeout` seconds (a wedged loop answers nobody)."""
+    on_desk = getattr(desk, "on_desk", None)
+    if on_desk is None:
+        return True
+    try:
+        return bool(on_desk(lambda: True, timeout=timeout))
+    except Exception:
+        return False
+
+
 def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = None) -> int:
     """Run the desk unit on a profile until SIGTERM / SIGINT; return the exit code."""
     from .control import ControlServer
@@ -179,10 +190,12 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
             if time.monotonic() < due:
                 continue
             due = time.monotonic() + interval
-            if agent_alive(desk.agent):
-                sd_notify("WATCHDOG=1")
-            else:
+            if not agent_alive(desk.agent):
                 log.error("the SIP agent does not answer: not telling systemd we are alive")
+            elif not desk_alive(desk):
+                log.error("the desk's loop does not answer: not telling systemd we are alive")
+            else:
+                sd_notify("WATCHDOG=1")
 
     panel = None
     if show_panel:

@@ -20,7 +20,7 @@ No imports beyond the standard library: ``kiosk ctl`` loads this module too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -194,3 +194,59 @@ def check_args(name: str, args: Mapping[str, Any]) -> dict[str, Any] | tuple[str
                                     "value": repr(value)[:60]}
         kwargs[arg.name] = value
     return kwargs
+
+
+class CommandMethods:
+    """One typed method per command, for the desk in this process and the one over the socket alike.
+
+    Both kiosk.desk.Desk and kiosk.ui.remote.RemoteDesk inherit these and supply
+    ``run(name, **args)``, which returns the command's Outcome (at once: see kiosk.desk).
+    """
+
+    def run(self, name: str, /, **args: Any) -> Any:
+        raise NotImplementedError
+
+    def select(self, row_ids: Iterable[int] = (), toggle: int | None = None) -> Any:
+        """Select rows (an empty list clears the selection); `toggle` adds or removes one row."""
+        return self.run("select", rows=[int(r) for r in row_ids], toggle=toggle)
+
+    def set(self, name: str, value: str) -> Any:
+        """Set a panel parameter: line, number or route."""
+        return self.run("set", name=name, value=value)
+
+    def key(self, key: str) -> Any:
+        """A keypad key on the Number field: a dial character, `delete` or `clear`."""
+        return self.run("key", key=key)
+
+    def dial(self, number: str | None = None) -> Any:
+        return self.run("dial", number=number)
+
+    def answer(self) -> Any:
+        return self.run("answer")
+
+    def hangup(self) -> Any:
+        return self.run("hangup")
+
+    def hold(self) -> Any:
+        return self.run("hold")
+
+    def connect(self) -> Any:
+        return self.run("connect")
+
+    def transfer(self, mode: str, number: str | None = None) -> Any:
+        return self.run("transfer", mode=mode, number=number)
+
+    def conference(self, number: str | None = None) -> Any:
+        return self.run("conference", number=number)
+
+    def pickup(self, number: str | None = None) -> Any:
+        return self.run("pickup", number=number)
+
+    def record(self, action: str) -> Any:
+        return self.run("record", action=action)
+
+    def mute(self, state: str = "toggle") -> Any:
+        return self.run("mute", state=state)
+
+    def recordings(self) -> Any:
+        return self.run("recordings")

@@ -36,7 +36,7 @@ Protocol, one JSON object per line in each direction. A request:
 arguments (absent and null mean "not given"), ``wait`` (default false) whether
 to answer only once the command's final outcome is known. A reply is a success
 
-    {"ok": true, "data": {..., "command": ID}, "pending": false}
+    {"ok": true, "data": {...}, "command": ID, "pending": false}
 
 where ``command`` is the desk's id of this command and ``pending`` says that the
 command was accepted and still waits for SIP: its final outcome comes as an
@@ -52,9 +52,9 @@ in English, ``action`` the action id refused (null for a protocol error), ``row`
 the call row concerned (or null). For example:
 
     > {"cmd": "set", "args": {"name": "number", "value": "1002"}}
-    < {"ok": true, "data": {"line": "op1", "number": "1002", "route": "city", "command": 1}, "pending": false}
+    < {"ok": true, "data": {"line": "op1", "number": "1002", "route": "city"}, "command": 1, "pending": false}
     > {"cmd": "dial"}
-    < {"ok": true, "data": {"row": 1, "uri": "sip:91002@pbx", "command": 2}, "pending": true}
+    < {"ok": true, "data": {"row": 1, "uri": "sip:91002@pbx"}, "command": 2, "pending": true}
     > {"cmd": "pickup", "args": {"number": "2004"}, "wait": true}
     < {"ok": false, "error": {"code": "pickup_failed", "action": "pickup", "message": "cannot pick up
        the call ringing on 2004: 404 Nothing ringing", "params": {"number": "2004", "reason":
@@ -169,9 +169,10 @@ def outcome_reply(out: Outcome) -> dict[str, Any]:
     """A desk Outcome as its reply line."""
     if out.ok:
         data = dict(out.data) if isinstance(out.data, dict) else {"result": out.data}
+        reply: dict[str, Any] = {"ok": True, "data": data, "pending": bool(out.pending)}
         if out.command is not None:
-            data["command"] = out.command
-        return {"ok": True, "data": data, "pending": bool(out.pending)}
+            reply["command"] = out.command
+        return reply
     err = out.error()
     return error_reply(err.get("code") or "refused", err.get("params"), err.get("action") or None,
                        err.get("row"), err.get("message") or out.reason)
@@ -552,9 +553,7 @@ class _Server:
             if not reply.get("ok"):
                 await self._send(writer, reply)
                 return None
-            snapshot = dict(reply["data"])
-            snapshot.pop("command", None)
-            return snapshot
+            return dict(reply["data"])
 
         def close_stream() -> None:
             for unsubscribe in unsubscribed:
@@ -922,9 +921,7 @@ def ctl_main(argv: list[str], socket_path: Path | str | None = None) -> int:
         still = bool(reply.get("pending"))
         if isinstance(data, dict):
             if still:  # --no-wait, or a wait that outlasted the unit's WAIT_TIMEOUT: which command to follow
-                data = {**data, "pending": True}
-            else:  # done: the outcome's own data, as a script reads it
-                data = {k: v for k, v in data.items() if k != "command"}
+                data = {**data, "pending": True, "command": reply.get("command")}
         _print_json(data)
         if still and not ns._no_wait:
             print(f"kiosk ctl {ns._cmd}: still running after {WAIT_TIMEOUT:g} s; its outcome comes as an "

@@ -41,11 +41,11 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from . import events as ev
 from . import i18n
-from .commands import ACTIONS, COMMANDS, check_args
+from .commands import ACTIONS, COMMANDS, CommandMethods, check_args
 from .profile import MAX_CALLS, Profile
 from .recordings import RecordingRefused, Recordings, file_stem
 
@@ -247,7 +247,7 @@ class DeskClosed(RuntimeError):
     """The desk loop has stopped."""
 
 
-class Desk:
+class Desk(CommandMethods):
     """The call-control panel of one unit.
 
     The Number field is consumed by the action that uses it, as a desk phone
@@ -821,53 +821,7 @@ class Desk:
     def _can_record_toggle(self) -> Refusal | None:
         return _why(self._pre_record("toggle"))
 
-    # --- the commands (any thread): the table's names and arguments ----------
-
-    def select(self, row_ids: Iterable[int] = (), toggle: int | None = None) -> Outcome:
-        """Select rows (an empty list clears the selection); `toggle` adds or removes one row."""
-        return self.run("select", rows=[int(r) for r in row_ids], toggle=toggle)
-
-    def set(self, name: str, value: str) -> Outcome:
-        """Set a panel parameter: line, number or route."""
-        return self.run("set", name=name, value=value)
-
-    def key(self, key: str) -> Outcome:
-        """A keypad key on the Number field: a dial character, `delete` or `clear`."""
-        return self.run("key", key=key)
-
-    def dial(self, number: str | None = None) -> Outcome:
-        """Call the Number (or `number`) on the chosen Line and Route."""
-        return self.run("dial", number=number)
-
-    def answer(self) -> Outcome:
-        return self.run("answer")
-
-    def hangup(self) -> Outcome:
-        return self.run("hangup")
-
-    def hold(self) -> Outcome:
-        return self.run("hold")
-
-    def connect(self) -> Outcome:
-        return self.run("connect")
-
-    def transfer(self, mode: str, number: str | None = None) -> Outcome:
-        return self.run("transfer", mode=mode, number=number)
-
-    def conference(self, number: str | None = None) -> Outcome:
-        return self.run("conference", number=number)
-
-    def pickup(self, number: str | None = None) -> Outcome:
-        return self.run("pickup", number=number)
-
-    def record(self, action: str) -> Outcome:
-        return self.run("record", action=action)
-
-    def mute(self, state: str = "toggle") -> Outcome:
-        return self.run("mute", state=state)
-
-    def recordings(self) -> Outcome:
-        return self.run("recordings")
+    # --- the commands (any thread): the typed methods come from CommandMethods ---
 
     # --- parameters (loop) -------------------------------------------------
 

@@ -226,3 +226,15 @@ def test_kiosk_ctl_help_as_its_own_process() -> None:
     assert "usage: kiosk ctl" in done.stdout and "transfer" in done.stdout and "--no-wait" in done.stdout
     done = _kiosk("ctl", "transfer", "--help")
     assert done.returncode == 0 and "{quick,consult,confirm,next}" in done.stdout
+
+
+def test_the_watchdog_sees_whether_the_desk_loop_answers() -> None:
+    from kiosk.cli import desk_alive
+    from kiosk.desk import Desk
+
+    from .fakes import FakeAgent, make_profile
+
+    desk = Desk(make_profile(), FakeAgent())
+    assert desk_alive(desk, timeout=2)
+    desk.close()
+    assert not desk_alive(desk, timeout=0.5)

@@ -120,11 +120,10 @@ def track_subscriptions(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[Cal
 
 
 def done(reply: dict[str, Any]) -> dict[str, Any]:
-    """The data of a success reply without its command id (asserting it had one)."""
+    """The data of a success reply (asserting it carried its command id beside the data)."""
     assert reply["ok"] is True, reply
-    data = dict(reply["data"])
-    assert isinstance(data.pop("command"), int), reply
-    return data
+    assert isinstance(reply["command"], int), reply
+    return dict(reply["data"])
 
 
 def refused(reply: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +209,7 @@ def test_a_pending_command_says_its_end_as_an_event_with_its_command_id(unit: Un
         assert reply["pending"] is True
         stalled.set_result(None)
         finished = next(e for e in events if e["event"] == "action_done")
-        assert finished["command"] == reply["data"]["command"]
+        assert finished["command"] == reply["command"]
         assert (finished["action"], finished["row_id"]) == ("dial", 1)
     finally:
         events.close()

@@ -239,7 +239,7 @@ def test_an_outcome_event_that_overtakes_its_reply_still_finishes_it(sock_path: 
     remote = RemoteDesk(sock_path, desk.profile)  # no unit needed: the reply and event are played here
     try:
         remote._track(ev.ActionDone("dial", 41, 3, {"row": 3, "uri": "sip:2001@pbx.test"}))
-        out = remote._outcome({"ok": True, "data": {"row": 3, "command": 41}, "pending": True}, "dial")
+        out = remote._outcome({"ok": True, "data": {"row": 3}, "command": 41, "pending": True}, "dial")
         assert out.pending and out.command == 41 and out.row == 3
         final = out.wait(0)
         assert (final.ok, final.action, final.data["uri"]) == (True, "dial", "sip:2001@pbx.test")

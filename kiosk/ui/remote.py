@@ -28,11 +28,11 @@ import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from kiosk import events as ev
 from kiosk import i18n
-from kiosk.commands import COMMANDS, check_args
+from kiosk.commands import COMMANDS, CommandMethods, check_args
 from kiosk.control import ControlError, error_message, json_lines, open_events, request
 from kiosk.desk import Outcome
 from kiosk.profile import Profile
@@ -49,7 +49,7 @@ SENDERS = 4
 EARLY_OUTCOMES = 256
 
 
-class RemoteDesk:
+class RemoteDesk(CommandMethods):
     """A kiosk.desk.Desk look-alike over the control socket at `path`."""
 
     def __init__(self, path: Path | str, profile: Profile) -> None:
@@ -357,7 +357,7 @@ class RemoteDesk:
                            row=err.get("row"))
         data = reply.get("data")
         data = dict(data) if isinstance(data, dict) else {}
-        command = data.pop("command", None)  # an Outcome's own field, as in-process
+        command = reply.get("command")
         command = command if isinstance(command, int) and not isinstance(command, bool) else None
         row = data.get("row") if isinstance(data.get("row"), int) else None
         if not reply.get("pending") or command is None:
@@ -384,44 +384,3 @@ class RemoteDesk:
             fut.set_result(self._link_down_outcome("the touchscreen is closing", name))
             return fut
 
-    def select(self, row_ids: Iterable[int] = (), toggle: int | None = None) -> Outcome:
-        return self.run("select", rows=[int(r) for r in row_ids], toggle=toggle)
-
-    def set(self, name: str, value: str) -> Outcome:
-        return self.run("set", name=name, value=value)
-
-    def key(self, key: str) -> Outcome:
-        return self.run("key", key=key)
-
-    def dial(self, number: str | None = None) -> Outcome:
-        return self.run("dial", number=number)
-
-    def answer(self) -> Outcome:
-        return self.run("answer")
-
-    def hangup(self) -> Outcome:
-        return self.run("hangup")
-
-    def hold(self) -> Outcome:
-        return self.run("hold")
-
-    def connect(self) -> Outcome:
-        return self.run("connect")
-
-    def transfer(self, mode: str, number: str | None = None) -> Outcome:
-        return self.run("transfer", mode=mode, number=number)
-
-    def conference(self, number: str | None = None) -> Outcome:
-        return self.run("conference", number=number)
-
-    def pickup(self, number: str | None = None) -> Outcome:
-        return self.run("pickup", number=number)
-
-    def record(self, action: str) -> Outcome:
-        return self.run("record", action=action)
-
-    def mute(self, state: str = "toggle") -> Outcome:
-        return self.run("mute", state=state)
-
-    def recordings(self) -> Outcome:
-        return self.run("recordings")
