@@ -22,6 +22,10 @@ there). It is the simplest thing that is still sound:
   BYE and anything else -> 200, ACK ignored. Its Contact is the wire itself,
   so ACK, re-INVITE and BYE of the dialog come back to it whatever the
   UA does with its route set. RTP goes to a separate socket nobody reads.
+- optionally (`ring_only`: request-URI user parts), a new INVITE to one of
+  those users gets 100 and 180 and is never answered: it rings until the UA
+  sends CANCEL, which gets 200 and the INVITE 487 (then the UA's ACK). Every
+  other number is answered as above; without `ring_only` nothing changes.
 
 Timings of a user agent are taken from the first copy of each request
 (retransmissions are answered but not counted).
@@ -48,7 +52,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere: import the repo's kiosk
@@ -201,6 +205,7 @@ class Arrival:
     t_perf: int  # perf_counter_ns when our thread got it
     t_kern: int  # kernel receive stamp, CLOCK_REALTIME ns
     src: tuple[str, int]
+    user: str = ""  # the request-URI's user part (the number dialled)
 
     def since(self, stamp: Stamp) -> tuple[float, float]:
         """(ms after the trigger on perf_counter, ms after it on the kernel clock)."""
@@ -240,6 +245,14 @@ def _parse(data: bytes) -> _Msg | None:
     return _Msg(lines[0], headers, body)
 
 
+def _ruri_user(first_line: str) -> str:
+    """The user part of a request line's URI ("INVITE sip:*82004@host SIP/2.0" -> "*82004")."""
+    parts = first_line.split(" ")
+    uri = parts[1] if len(parts) > 1 else ""
+    uri = uri.split(":", 1)[1] if ":" in uri else uri
+    return uri.split("@", 1)[0] if "@" in uri else ""
+
+
 def _sdp_direction(sdp: str) -> str:
     direction = ""
     for text_line in sdp.splitlines():
@@ -265,9 +278,12 @@ def _sdp_answer(offer: str, port: int, version: int) -> str:
 class Wire:
     """A UDP socket acting as registrar, outbound proxy and answering far end (see module doc)."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", ring_only: Iterable[str] = ()) -> None:
         self.name = name
         self.host = host
+        #: Request-URI user parts whose INVITE rings (100, 180) and is never answered.
+        self.ring_only: frozenset[str] = frozenset(ring_only)
+        self._ringing: dict[str, tuple[_Msg, tuple[str, int]]] = {}  # call-id -> the unanswered INVITE
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind((host, free_port(host, kind="udp")))
@@ -366,7 +382,7 @@ class Wire:
             else:
                 self._seen.add(key)
                 self.arrivals.append(Arrival(method, call_id, cseq, initial, _sdp_direction(msg.body),
-                                             t_perf, t_kern, src))
+                                             t_perf, t_kern, src, _ruri_user(msg.first)))
                 self.cond.notify_all()
         if method == "ACK":
             return
@@ -374,6 +390,9 @@ class Wire:
             if initial:
                 self._reply(msg, src, "100 Trying", tag=False)
                 self._reply(msg, src, "180 Ringing")
+                if _ruri_user(msg.first) in self.ring_only:
+                    self._ringing[call_id] = (msg, src)  # rings until CANCEL
+                    return
             self._versions[call_id] = self._versions.get(call_id, 0) + 1
             sdp = _sdp_answer(msg.body, self.rtp.getsockname()[1], self._versions[call_id]) if msg.body.strip() else ""
             self._reply(msg, src, "200 OK", sdp=sdp)
@@ -382,6 +401,10 @@ class Wire:
             expires = msg.get("expires") or "600"
             extra = [f"Contact: {c};expires={expires}" for c in contacts] + [f"Expires: {expires}"]
             self._reply(msg, src, "200 OK", extra=extra, contact=False)
+        elif method == "CANCEL" and call_id in self._ringing:
+            self._reply(msg, src, "200 OK")
+            invite, invite_src = self._ringing.pop(call_id)
+            self._reply(invite, invite_src, "487 Request Terminated")
         else:
             self._reply(msg, src, "200 OK")
 

@@ -22,11 +22,11 @@ across those waits (freezing the panel) or read and wrote the table around
 them (the old reads outside the lock). On one loop each step of each action
 runs alone, in the order things happened, and a step never blocks.
 
-Agent events are handed to the loop too. From the agent thread the hand-over
-waits until the loop has applied the event (a few microseconds; the loop never
-waits for the agent), so the agent's order of events and replies is the
-desk's order; from the loop itself (a fake agent resolving at once) they are
-queued behind the current step.
+Agent events are queued for the loop too, through the same queue as the
+agent's resolved Futures, so the agent's order of events and replies is the
+desk's order. Neither side ever waits for the other. Which actions are
+available is recomputed once per turn of the loop after a change (and before
+a snapshot), off the path from a command to the wire.
 """
 
 from __future__ import annotations
@@ -63,8 +63,6 @@ CONSULT_RELEASE = 5.0
 PICKUP_TIMEOUT = 8.0
 #: How long a failed pickup waits for its own call to go before it gives back the held calls.
 PICKUP_RELEASE = 2.0
-#: How long the agent thread waits for the desk loop to apply one of its events.
-EVENT_HANDOVER = 2.0
 #: A line's registration state before the first REGISTER's answer.
 NOT_YET = "not registered yet"
 #: What the Number field takes from the keypad.
@@ -283,6 +281,7 @@ class Desk(CommandMethods):
         # replaced on the status line can still be read (`calls` -> "notices").
         self.notices: collections.deque[dict[str, Any]] = collections.deque(maxlen=NOTICES)
         self.available: dict[str, dict[str, Any] | None] = {}
+        self._available_due = False  # a recomputation is queued on the loop
         self._listeners: list[Callable[[ev.Event], None]] = []
         self._listeners_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -574,6 +573,7 @@ class Desk(CommandMethods):
         return self.on_desk(self._snapshot)
 
     def _snapshot(self) -> dict[str, Any]:
+        self._refresh_available()  # a change of this very turn is in it
         return {
             "line": self.line,
             "number": self.number,
@@ -620,7 +620,20 @@ class Desk(CommandMethods):
     # --- what can be done now ----------------------------------------------
 
     def _update_available(self) -> None:
+        """Something changed: recompute the available actions once this turn of the loop is done.
+
+        Not at once: a command's own step (and its request to the agent) goes first,
+        and the several changes of one step cost one pass.
+        """
+        if not self._available_due:
+            self._available_due = True
+            self._loop.call_soon(self._refresh_available)
+
+    def _refresh_available(self) -> None:
         """Recompute which actions can act on the current selection; an event when that changed."""
+        if not self._available_due:
+            return
+        self._available_due = False
         now: dict[str, dict[str, Any] | None] = {}
         for action in ACTIONS:
             check = getattr(self, f"_can_{action}", None)
@@ -1342,11 +1355,15 @@ class Desk(CommandMethods):
         self.selection_lost = False
         if created is not None:  # bookkeeping before any event about the row can arrive
             created(row.id)
+        # The agent first, then the front-ends: their listeners wake other threads, and the
+        # agent thread should have the INVITE out before they compete with it for the GIL.
+        # The agent's own events about the row queue behind this step, so the row's
+        # "dialling" still comes first.
+        fut = self.agent.dial(row.id, line_id, uri, route_id)
         log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
         self._step(row=row.id, uri=uri)
         self._changed(row)
         self._emit(ev.SelectionChanged(tuple(self.selection)))
-        fut = self.agent.dial(row.id, line_id, uri, route_id)
         failed = await self._wait(action, fut, row.id)
         if failed:
             if not fut.done():  # the agent may still place it: queue its hang-up behind it
@@ -1361,23 +1378,22 @@ class Desk(CommandMethods):
     # --- agent events (agent thread -> loop) --------------------------------
 
     def on_agent_event(self, event: ev.Event) -> None:
-        """The agent's listener: apply the event on the loop (waiting for that when off the loop)."""
+        """The agent's listener: queue the event for the loop, never waiting.
+
+        The agent's events and the Futures it resolves reach the loop through the
+        same queue, so the desk sees them in the agent's order. The agent thread
+        must not wait here: pjsua reports a hung-up call DISCONNECTED inside
+        Call.hangup(), before it sends the CANCEL or BYE (*measured*), so any wait
+        here would delay that on the wire.
+        """
         if self.on_loop():
             self._loop.call_soon(self._agent_event, event)  # behind the step that caused it
-            return
-        applied = threading.Event()
+        else:
+            self.call_soon(self._agent_event, event)
 
-        def apply() -> None:
-            try:
-                self._agent_event(event)
-            finally:
-                applied.set()
-
-        if self._loop.is_closed():
-            return
-        self.call_soon(apply)
-        if not applied.wait(EVENT_HANDOVER):
-            log.warning("the desk took over %.0f s to take agent event %s", EVENT_HANDOVER, event.kind)
+    def settle(self, timeout: float = REPLY_TIMEOUT) -> None:
+        """Wait until the loop has run everything queued so far (agent events included); for tests."""
+        self.on_desk(lambda: None, timeout=timeout)
 
     def _agent_event(self, event: ev.Event) -> None:
         """Turn what the agent saw into table changes and desk events."""

@@ -167,10 +167,15 @@ class FakeAgent:
     # --- playing the network -----------------------------------------------------------
 
     def emit(self, event: ev.Event) -> None:
-        """Deliver an agent event to the desk, as the agent thread would."""
+        """Deliver an agent event to the desk, as the agent thread would, and (from a test's
+        thread) wait until the desk has applied it: the test reads the table right after."""
         if self.listener is None:
             raise RuntimeError("FakeAgent.start() was not called (did the test forget desk.start()?)")
         self.listener(event)
+        desk = getattr(self.listener, "__self__", None)
+        settle = getattr(desk, "settle", None)
+        if settle is not None and not desk.on_loop():
+            settle()
 
     def register(self, line: str, registered: bool = True, code: int = 200, reason: str = "OK") -> None:
         """The registrar answered a REGISTER for `line`."""

@@ -185,7 +185,10 @@ class KCall(pj.Call):
         if not self.ended:  # its sockets' ioqueue slots come back only 500 ms from now
             self.agent.budget.charge(self.media_keys)
         if self.dialog_kept:
-            self.agent.dialogs.remove(self.dialog_kept)
+            # On the next turn of the loop: DISCONNECTED comes inside Call.hangup(), before
+            # pjsua sends the CANCEL or BYE, and the file's fsync must not delay that.
+            call_id, dialogs = self.dialog_kept, self.agent.dialogs
+            self.agent.deferred.append(lambda: dialogs.remove(call_id))
             self.dialog_kept = ""
         self.ended = True
         # By row id and the registry, not by a closure over self: a deferred job
