@@ -490,12 +490,17 @@ def test_a_hang_up_tap_overtakes_a_pending_action(panel: Panel, desk: Desk, agen
 # --- languages and the picture --------------------------------------------------------------------
 
 
-def test_russian_labels(agent: FakeAgent) -> None:
+def russian_panel(agent: FakeAgent) -> Panel:
+    """A panel on a desk whose operator reads Russian, every line registered."""
     profile = dataclasses.replace(make_profile(), operator=Operator("Оператор", "ru"))
     desk = Desk(profile, agent)
     desk.start()
     agent.register_all(profile)
-    panel = make_panel(desk)
+    return make_panel(desk)
+
+
+def test_russian_labels(agent: FakeAgent) -> None:
+    panel = russian_panel(agent)
     try:
         words = {key: b.text.replace("\n", " ") for key, b in panel.buttons.items()}
         assert words["call"] == "Позвонить" and words["hold"] == "Удержание"
@@ -514,11 +519,7 @@ def test_russian_labels(agent: FakeAgent) -> None:
 
 
 def test_russian_refusals_alerts_notes_and_the_number_popup_by_code(agent: FakeAgent) -> None:
-    profile = dataclasses.replace(make_profile(), operator=Operator("Оператор", "ru"))
-    desk = Desk(profile, agent)
-    desk.start()
-    agent.register_all(profile)
-    panel = make_panel(desk)
+    panel = russian_panel(agent)
     try:
         tap(panel, panel.buttons["hold"])
         assert panel.status.text == "Удержание: не выбран вызов"
