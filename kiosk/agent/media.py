@@ -92,7 +92,7 @@ class Media:
             log.warning("call %d: rewiring failed: %s", call.id, exc.reason)
 
     def _level(self, group: set["KCall"]) -> None:
-        """Keep the mix under full scale: with n >= 3 remote parties each one's voice enters at 1/sqrt(n).
+        """Keep the mix under full scale: with n >= 3 remote parties each one's voice enters at 1/(n-1).
 
         pjmedia's bridge sums without normalising, and the operator (headset and
         recorder) hears all n parties at once. pjsua2 names levels from the
@@ -100,13 +100,18 @@ class Media:
         (its voice, heard by everyone), `adjustRxLevel` what it *receives* (the
         mix sent to that far end; scaling that leaves the operator's mix as loud
         as before: measured, the operator's recording of four far-end tones at
-        -9 to -5 dBFS hit full scale). At 1/sqrt(n) (-6 dB for four) the
-        operator's four-tone mix peaked at 0.86 of full scale and each remote
-        party's three-tone mix at 0.67. A call alone gets 1.0 back (n = 1), so
+        -9 to -5 dBFS hit full scale). The gain is 1/(n-1): a remote party
+        hears n-1 others, whose sum then never exceeds the loudest one, and
+        the operator (headset, recorder) hears n, at most n/(n-1) of it (4/3
+        for four parties). 1/sqrt(n) was tried first: its worst case is
+        sqrt(n) times the loudest party, and four steady tones whose phases
+        happened to line up in the measured seconds clipped the operator's
+        recording now and then (one full-suite run in about a dozen; 0.86 to 1.0
+        of full scale, depending on the phases). A call alone gets 1.0 back (n = 1), so
         a party that was in a conference is not left quiet.
         """
         n = len(group)
-        gain = 1.0 if n <= 2 else 1.0 / n ** 0.5
+        gain = 1.0 if n <= 2 else 1.0 / (n - 1)
         for member in group:
             aud = member.audio()
             if aud is not None:
