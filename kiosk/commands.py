@@ -96,6 +96,10 @@ def _number(help: str = "the number; without it the Number field is used") -> Ar
     return Arg("number", "str", help)
 
 
+def _row(help: str) -> Arg:
+    return Arg("row", "int", help, option=True)
+
+
 def _table(*commands: Command) -> dict[str, Command]:
     return {c.name: c for c in commands}
 
@@ -117,10 +121,12 @@ COMMANDS: dict[str, Command] = _table(
             actions=(Action("key", "key"),)),
     Command("dial", "call Number (or the given number) on the chosen Line and Route", (_number(),),
             (Action("dial", "dial", screen="call", number=True),)),
-    Command("answer", "answer the selected ringing call", actions=(
-        Action("answer", "answer", screen="answer", gpio="answer"),)),
-    Command("hangup", "hang up, reject or cancel the selected call", actions=(
-        Action("hangup", "hangup", screen="hangup", gpio="hangup"),)),
+    Command("answer", "answer the selected ringing call (or --row: that ringing call, which becomes selected)",
+            (_row("answer this ringing row instead of the selected call"),), actions=(
+                Action("answer", "answer", screen="answer", gpio="answer"),)),
+    Command("hangup", "hang up, reject or cancel the selected call (or --row: that call; the selection stays)",
+            (_row("hang up (reject) this row instead of the selected call"),), actions=(
+                Action("hangup", "hangup", screen="hangup", gpio="hangup"),)),
     Command("hold", "put the selected call on hold", actions=(
         Action("hold", "hold", screen="hold", gpio="hold"),)),
     Command("connect", "take the selected held call off hold (any call in conversation is held first)",
@@ -221,11 +227,11 @@ class CommandMethods:
     def dial(self, number: str | None = None) -> Any:
         return self.run("dial", number=number)
 
-    def answer(self) -> Any:
-        return self.run("answer")
+    def answer(self, row: int | None = None) -> Any:
+        return self.run("answer", **({} if row is None else {"row": row}))
 
-    def hangup(self) -> Any:
-        return self.run("hangup")
+    def hangup(self, row: int | None = None) -> Any:
+        return self.run("hangup", **({} if row is None else {"row": row}))
 
     def hold(self) -> Any:
         return self.run("hold")

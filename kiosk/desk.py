@@ -46,6 +46,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from . import events as ev
 from . import i18n
 from .commands import ACTIONS, COMMANDS, CommandMethods, check_args
+from .party import party
 from .profile import MAX_CALLS, Profile
 from .recordings import RecordingRefused, Recordings, file_stem
 
@@ -122,6 +123,7 @@ class Row:
     note: str = ""  # last progress text for the operator (e.g. "transfer: 180 Ringing"), in English
     note_key: dict[str, Any] | None = None  # the note as {"code", "params"} for a translation
     recording_path: str = ""
+    held_since: float | None = None  # when the operator's hold began (the customer's wait is shown from it)
 
     @property
     def up(self) -> bool:
@@ -142,6 +144,12 @@ class Row:
             "recording": self.recording,
             "note": self.note,
             "note_key": self.note_key,
+            "answered": self.answered,
+            "local_hold": self.local_hold,
+            "remote_hold": self.remote_hold,
+            "held_since": self.held_since,
+            "name": (who := party(self.remote)).name,
+            "number": who.number,
         }
 
 
@@ -269,6 +277,9 @@ class Desk(CommandMethods):
             line.id: ev.LineState(line.id, False, 0, NOT_YET) for line in profile.lines
         }
         self.selection_lost = False  # the selected call ended: no falling back to "the only call"
+        #: The selection is the only call, shown selected because it is the only one (no one chose it):
+        #: a second call clears it, so that nothing is acted on that the operator did not pick.
+        self.selection_implicit = False
         self.transfers: dict[int, Transfer] = {}
         self.late_transfers: dict[int, Transfer] = {}  # timed out, but a final NOTIFY may still come
         self.transfer_deadline: dict[int, float] = {}
@@ -508,8 +519,17 @@ class Desk(CommandMethods):
 
     def _changed(self, row: Row) -> None:
         self._notify()
-        self._emit(ev.RowChanged(row.as_json()))
+        self._emit(ev.RowChanged(self._row_json(row)))
         self._update_available()
+
+    def _row_json(self, row: Row) -> dict[str, Any]:
+        """A row as the front-ends see it: Row.as_json() and what only the desk knows of it."""
+        data = row.as_json()
+        data["conference"] = row.id in self.conference_rows
+        data["consult_for"] = self.consults.get(row.id)
+        labels = {line.id: line.label for line in self.profile.lines}
+        data["line_label"] = labels.get(row.line) or row.line
+        return data
 
     def _notify(self) -> None:
         if self._change is not None and not self._change.done():
@@ -580,7 +600,7 @@ class Desk(CommandMethods):
                 for s in self.registered.values()
             ],
             "routes": [r.id for r in self.profile.routes],
-            "calls": [row.as_json() for row in self.rows.values()],
+            "calls": [self._row_json(row) for row in self.rows.values()],
             "selection": list(self.selection),
             "muted": self.muted,
             "available": dict(self.available),
@@ -823,6 +843,7 @@ class Desk(CommandMethods):
             return self._refuse("select", self._no_row(missing[0]))
         self.selection = list(dict.fromkeys(ids))
         self.selection_lost = False
+        self.selection_implicit = False
         self._emit(ev.SelectionChanged(tuple(self.selection)))
         return Outcome(True, data={"selection": list(self.selection)})
 
@@ -906,28 +927,52 @@ class Desk(CommandMethods):
             self._consume(got)
         return out
 
-    async def _answer(self) -> Outcome:
-        row = self._pre_answer()
-        if isinstance(row, Refusal):
-            return self._refuse("answer", row)
-        self._step(row=row.id)
-        held = await self._hold_others("answer", row.id)
+    async def _answer(self, row: int | None = None) -> Outcome:
+        """Answer the selected ringing call, or the ringing row `row` (the banner's Answer):
+        the call in conversation is held first, and the answered call becomes the selected one."""
+        target = self._pre_answer() if row is None else self._pre_answer_row(row)
+        if isinstance(target, Refusal):
+            return self._refuse("answer", target)
+        self._step(row=target.id)
+        before, lost = list(self.selection), self.selection_lost
+        held = await self._hold_others("answer", target.id)
         if isinstance(held, Outcome):
             return held
-        log.info("row %d: answer", row.id)
-        failed = await self._wait("answer", self.agent.answer(row.id), row.id)
+        log.info("row %d: answer", target.id)
+        self._select_row(target.id)
+        failed = await self._wait("answer", self.agent.answer(target.id), target.id)
         if failed:
+            if self.selection == [target.id]:  # give the selection back with the held calls
+                self.selection, self.selection_lost = [r for r in before if r in self.rows], lost
+                self._emit(ev.SelectionChanged(tuple(self.selection)))
             await self._give_back(held)
             return failed
-        return Outcome(True, data={"row": row.id})
+        return Outcome(True, data={"row": target.id})
 
-    async def _hangup(self) -> Outcome:
-        row = self._one()
-        if isinstance(row, Refusal):
-            return self._refuse("hangup", row)
-        log.info("row %d: hang up", row.id)
-        self._step(row=row.id)
-        return await self._wait("hangup", self.agent.hangup(row.id), row.id) or Outcome(True, data={"row": row.id})
+    def _pre_answer_row(self, row_id: int) -> Row | Refusal:
+        row = self.rows.get(row_id)
+        if row is None:
+            return self._no_row(row_id)
+        if row.direction != "in" or row.state != "ringing":
+            return refusal("not_ringing", row.id, row=row.id, state=row.state)
+        return row
+
+    def _select_row(self, row_id: int) -> None:
+        """Make `row_id` the one selected call (a call the operator has just taken or placed)."""
+        if self.selection != [row_id]:
+            self.selection = [row_id]
+            self._emit(ev.SelectionChanged(tuple(self.selection)))
+        self.selection_lost = self.selection_implicit = False
+
+    async def _hangup(self, row: int | None = None) -> Outcome:
+        """Hang up the selected call, or the row `row` (the banner's Reject) without touching the selection."""
+        target = self._one() if row is None else (self.rows.get(row) or self._no_row(row))
+        if isinstance(target, Refusal):
+            return self._refuse("hangup", target)
+        log.info("row %d: hang up", target.id)
+        self._step(row=target.id)
+        return (await self._wait("hangup", self.agent.hangup(target.id), target.id)
+                or Outcome(True, data={"row": target.id}))
 
     # --- call control (loop) -----------------------------------------------
 
@@ -1215,6 +1260,7 @@ class Desk(CommandMethods):
             return
         self.selection = keep
         self.selection_lost = False
+        self.selection_implicit = False
         self._emit(ev.SelectionChanged(tuple(self.selection)))
 
     async def _record(self, action: str) -> Outcome:
@@ -1328,6 +1374,7 @@ class Desk(CommandMethods):
         self.rows[row.id] = row
         self.selection = [row.id]
         self.selection_lost = False
+        self.selection_implicit = False
         if created is not None:  # bookkeeping before any event about the row can arrive
             created(row.id)
         # The agent first, then the front-ends: their listeners wake other threads, and the
@@ -1380,14 +1427,25 @@ class Desk(CommandMethods):
                 self._emit(event)
             elif isinstance(event, ev.IncomingCall):
                 row = Row(event.call, event.line, "in", event.remote, "ringing")
+                alone = not self.rows
                 self.rows[row.id] = row
                 log.info("row %d: incoming from %s on line %s", row.id, row.remote, row.line)
                 self._changed(row)
+                if alone and not self.selection:  # the only call: what the panel's actions apply to, shown so
+                    self._select_row(row.id)
+                    self.selection_implicit = True
+                elif self.selection_implicit:  # no longer the only call: the operator picks one
+                    self.selection, self.selection_implicit = [], False
+                    self._emit(ev.SelectionChanged(()))
             elif isinstance(event, ev.CallProgress):
                 self._progress(event)
             elif isinstance(event, ev.CallMedia):
                 row = self.rows.get(event.call)
                 if row:
+                    if event.local_hold and not row.local_hold:
+                        row.held_since = time.time()
+                    elif not event.local_hold:
+                        row.held_since = None
                     row.local_hold, row.remote_hold = event.local_hold, event.remote_hold
                     row.state = self._talk_state(row)
                     self._changed(row)
@@ -1525,7 +1583,8 @@ class Desk(CommandMethods):
             self.ended_reasons.pop(next(iter(self.ended_reasons)))
         if row_id in self.selection:
             self.selection.remove(row_id)
-            self.selection_lost = not self.selection
+            self.selection_lost = not self.selection and not self.selection_implicit
+            self.selection_implicit = False
             # A call the desk placed for a step (consultation, conference) goes back
             # to the call the operator had selected for that step.
             origin = self.consults.get(row_id)
@@ -1535,6 +1594,7 @@ class Desk(CommandMethods):
                 self.selection = [origin]
                 self.selection_lost = False
                 self._emit(ev.SelectionChanged(tuple(self.selection)))
+                self._alert("selection_moved", row=origin, ended=row_id)
         if not self.rows:
             self.selection_lost = False  # an empty table: the next single call is obvious again
         self.late_transfers.pop(row_id, None)

@@ -322,7 +322,9 @@ def test_an_unknown_command_is_refused_naming_the_known_ones(unit: Unit) -> None
         ("set", {"value": "11"}, "missing_argument", "set needs 'name' (one of line, number, route)"),
         ("dial", {"number": 1002}, "bad_argument", "'number' of dial must be a string, not 1002"),
         ("dial", {"to": "1002"}, "unknown_argument", "dial does not take 'to'; it takes number"),
-        ("answer", {"row": 1}, "unknown_argument", "answer does not take 'row'; it takes no arguments"),
+        ("answer", {"call": 1}, "unknown_argument", "answer does not take 'call'; it takes row"),
+        ("answer", {"row": "1"}, "bad_argument", "'row' of answer must be a whole number, not '1'"),
+        ("hold", {"row": 1}, "unknown_argument", "hold does not take 'row'; it takes no arguments"),
         ("transfer", {"mode": "sideways"}, "bad_argument",
          "'mode' of transfer must be one of quick, consult, confirm, next, not 'sideways'"),
         ("record", {}, "missing_argument", "record needs 'action' (one of start, stop, toggle)"),
@@ -1068,7 +1070,8 @@ def test_ctl_events_prints_snapshot_then_events_until_the_unit_stops(
 
     lines = [json.loads(line) for line in out.splitlines()]
     assert [e["event"] for e in lines][:2] == ["snapshot", "row"]
-    assert {e["event"] for e in lines[2:]} <= {"available"}  # what the ringing call now allows
+    # what the ringing call now allows, and the only call shown selected
+    assert {e["event"] for e in lines[2:]} <= {"available", "selection"}
     assert lines[1]["row"]["id"] == call
     assert result == [3]
     assert "closed the event stream" in capsys.readouterr().err

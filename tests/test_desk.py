@@ -25,7 +25,8 @@ def kinds(events: list[ev.Event]) -> list[str]:
 
 def test_the_only_call_is_acted_on_without_selecting_it(desk: Desk, agent: FakeAgent) -> None:
     call = agent.ring()
-    assert desk.selection == []
+    assert desk.selection == [call]  # shown selected: it is what the actions apply to
+    assert desk.selection_implicit
 
     outcome = desk.answer().wait()
 
@@ -81,7 +82,7 @@ def test_selecting_a_row_that_does_not_exist_names_the_rows_there_are(desk: Desk
 
     assert not outcome.ok
     assert outcome.reason == f"no call row 7 (rows: {call})"
-    assert desk.selection == []
+    assert desk.selection == [call]  # as it was: the only call
 
 
 def test_selecting_nothing_clears_the_selection(desk: Desk, agent: FakeAgent, seen: list) -> None:
@@ -249,6 +250,8 @@ def test_incoming_call_rings_is_answered_talks_and_its_end_clears_row_and_select
     assert desk.snapshot()["calls"][0] | {"started": 0, "duration": 0} == {
         "id": call, "line": "op2", "direction": "in", "remote": "sip:2001@pbx.test", "state": "ringing",
         "started": 0, "duration": 0, "route": None, "recording": False, "note": "", "note_key": None,
+        "answered": None, "local_hold": False, "remote_hold": False, "held_since": None, "name": "",
+        "number": "2001", "conference": False, "consult_for": None, "line_label": "Operator 2",
     }
     desk.select([call]).wait()
 
@@ -261,7 +264,8 @@ def test_incoming_call_rings_is_answered_talks_and_its_end_clears_row_and_select
     assert desk.rows == {}
     assert desk.selection == []
     assert seen[-1] == ev.RowRemoved(call, "200 BYE")
-    assert kinds(seen) == ["row", "selection", "row", "row_removed"]
+    # the only call is shown selected at once, and the operator's select says it again
+    assert kinds(seen) == ["row", "selection", "selection", "row", "row_removed"]
 
 
 def test_answer_is_refused_for_a_call_that_is_not_ringing_here(desk: Desk, agent: FakeAgent) -> None:
@@ -305,7 +309,7 @@ def test_hold_state_from_the_agent_is_kept_on_the_row(desk: Desk, agent: FakeAge
     call = agent.ring()
     agent.emit(ev.CallMedia(call, local_hold=False, remote_hold=True))
     assert desk.rows[call].remote_hold
-    assert kinds(seen) == ["row", "row"]
+    assert kinds(seen) == ["row", "selection", "row"]  # the only call is shown selected
 
 
 def test_line_registration_shows_in_the_snapshot(desk: Desk, agent: FakeAgent, seen: list) -> None:
@@ -337,7 +341,7 @@ def test_a_failing_listener_does_not_stop_the_desk_or_other_listeners(desk: Desk
     call = agent.ring()
 
     assert call in desk.rows
-    assert kinds(got) == ["row"]
+    assert kinds(got) == ["row", "selection"]
 
 
 def test_unsubscribe_stops_the_events(desk: Desk, agent: FakeAgent) -> None:

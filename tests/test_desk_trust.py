@@ -112,7 +112,7 @@ def test_pickup_that_times_out_gives_back_too(desk: Desk, agent: FakeAgent,
     out = desk.pickup("1005").wait()
     assert not out.ok and "no answer" in out.reason
     assert agent.requests("unhold") == [(caller,)]
-    assert desk.selection == []  # as before: nothing was selected, the only call was meant
+    assert desk.selection == [caller]  # as before: the only call
 
 
 def test_a_call_the_agent_no_longer_has_leaves_the_table(desk: Desk, agent: FakeAgent) -> None:
