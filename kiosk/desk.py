@@ -1600,7 +1600,11 @@ class Desk(CommandMethods):
         self.late_transfers.pop(row_id, None)
         self.transfer_deadline.pop(row_id, None)
         held = self.consults.pop(row_id, None)
-        if held is not None and held in self.rows:
+        transfer = self.transfers.get(held) if held is not None else None
+        # The consulted leg replaced by the held caller's own call (a confirm that is working) is no
+        # "consultation ended": the transfer's outcome is what the held row says next.
+        replaced = transfer is not None and transfer.consult == row_id
+        if held is not None and held in self.rows and not replaced:
             self._set_note(self.rows[held], "note_consultation_ended", reason=reason)
             self._changed(self.rows[held])
         for consult, h in list(self.consults.items()):

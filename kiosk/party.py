@@ -8,6 +8,7 @@ call the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -31,28 +32,38 @@ class Party:
         return self.name or self.number or self.host
 
 
+#: A quoted display name at the start of a name-addr: `"Smith, \\"JJ\\"" <sip:...>`.
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"\s*')
+
+
 def _uri(text: str) -> tuple[str, str]:
+    """(user part, host) of a SIP or tel URI; (the whole address, "") when it has no user part."""
     text = text.strip()
     for scheme in ("sips:", "sip:", "tel:"):
         if text.lower().startswith(scheme):
             text = text[len(scheme):]
             break
-    text = text.split(";", 1)[0].split("?", 1)[0]
-    user, at, host = text.rpartition("@")
+    text = text.split("?", 1)[0]  # headers
+    user, at, host = text.partition("@")  # an `@` in the user part is escaped (%40)
     if not at:
-        return unquote(text), ""
-    return unquote(user.split(":", 1)[0]), host
+        return unquote(text.split(";", 1)[0]), ""
+    user = user.split(";", 1)[0].split(":", 1)[0]  # user parameters (`+1234;npdi`), a password
+    return unquote(user), host.split(";", 1)[0]
 
 
 def party(remote: str) -> Party:
     """`remote` (a name-addr or a bare URI) as a Party."""
     text = (remote or "").strip()
     name = ""
-    if "<" in text and text.rstrip().endswith(">"):
-        head, _, uri = text.rstrip()[:-1].partition("<")
-        name = head.strip()
-        if len(name) >= 2 and name[0] == name[-1] == '"':
-            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        text = uri
+    quoted = _QUOTED.match(text)
+    if quoted:
+        name = re.sub(r"\\(.)", r"\1", quoted.group(1))  # quoted-pairs: \" and \\
+        text = text[quoted.end():]
+    lt = text.find("<")
+    if lt >= 0:
+        if not quoted:
+            name = text[:lt]
+        gt = text.find(">", lt)
+        text = text[lt + 1:gt if gt >= 0 else len(text)]  # header parameters after `>` (;tag=) dropped
     number, host = _uri(text)
     return Party(name.strip(), number, host)

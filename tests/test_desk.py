@@ -81,7 +81,7 @@ def test_selecting_a_row_that_does_not_exist_names_the_rows_there_are(desk: Desk
     outcome = desk.select([call, 7]).wait()
 
     assert not outcome.ok
-    assert outcome.reason == f"no call row 7 (rows: {call})"
+    assert outcome.reason == f"call 7 is not on this unit (calls: {call})"
     assert desk.selection == [call]  # as it was: the only call
 
 
@@ -468,7 +468,7 @@ def test_three_party_conference_holds_b_dials_c_then_joins_both(desk: Desk, agen
     first = desk.conference("1003").wait()
     c = first.data["row"]
     assert desk.rows[b].state == "on hold"
-    assert desk.conference().wait().reason == f"row {c} has not answered yet (dialling)"
+    assert desk.conference().wait().reason == f"call {c} has not answered yet (dialling)"
 
     agent.talking(c)
     second = desk.conference().wait()

@@ -65,16 +65,16 @@ def test_second_press_before_c_answers_is_refused_and_changes_nothing(
     b = talking_call(desk, agent)
     c = desk.conference("1003").wait().data["row"]
 
-    assert desk.conference().wait().reason == f"row {c} has not answered yet (dialling)"
+    assert desk.conference().wait().reason == f"call {c} has not answered yet (dialling)"
     agent.ringing(c)
-    assert desk.conference().wait().reason == f"row {c} has not answered yet (ringing)"
+    assert desk.conference().wait().reason == f"call {c} has not answered yet (ringing)"
     desk.select([]).wait()  # nothing selected: the press still means the pending pair
-    assert desk.conference().wait().reason == f"row {c} has not answered yet (ringing)"
+    assert desk.conference().wait().reason == f"call {c} has not answered yet (ringing)"
 
     assert agent.requests("conference") == []
     assert states(desk) == {b: "on hold", c: "ringing"}
-    assert failures(seen) == [f"row {c} has not answered yet (dialling)"] + \
-        [f"row {c} has not answered yet (ringing)"] * 2
+    assert failures(seen) == [f"call {c} has not answered yet (dialling)"] + \
+        [f"call {c} has not answered yet (ringing)"] * 2
 
 
 def test_second_press_after_c_answers_joins_b_c_and_the_operator(desk: Desk, agent: FakeAgent) -> None:
@@ -123,7 +123,7 @@ def test_c_hanging_up_before_answering_cancels_the_pending_conference(desk: Desk
 
     assert desk.pending_conference is None
     out = desk.conference().wait()  # B alone, still held: the operator must connect B first
-    assert out.reason == f"call {b} is on hold: talk to the first party, or select the rows to join"
+    assert out.reason == f"call {b} is on hold: talk to the first party, or select the calls to join"
     assert agent.requests("conference") == []
 
 
@@ -239,7 +239,7 @@ def test_a_ringing_row_selected_is_refused_with_its_state(desk: Desk, agent: Fak
     desk.select([ringing]).wait()
 
     assert desk.conference("1004").wait().reason == (
-        f"call {ringing} is ringing: talk to the first party, or select the rows to join")
+        f"call {ringing} is ringing: talk to the first party, or select the calls to join")
     desk.select([b, ringing]).wait()
     assert desk.conference().wait().reason == f"call {ringing} is ringing: only answered calls can join"
     assert agent.requests("hold") == [] and agent.requests("conference") == []

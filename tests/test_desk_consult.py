@@ -50,7 +50,7 @@ def consulting(desk: Desk, agent: FakeAgent, answer: bool = True) -> tuple[int, 
 def test_consult_shows_the_caller_on_hold_and_the_consultation_as_consulting(desk: Desk, agent: FakeAgent) -> None:
     b, c = consulting(desk, agent)
 
-    assert (desk.rows[b].state, desk.rows[b].note) == ("on hold", f"held for consultation with row {c}")
+    assert (desk.rows[b].state, desk.rows[b].note) == ("on hold", f"held for consultation with call {c}")
     assert desk.rows[c].state == "consulting"
     assert agent.requests("hold") == [(b,)]
     assert agent.requests("dial") == [(c, "op1", "sip:2003@pbx.test", None)]
@@ -149,7 +149,7 @@ def test_confirm_before_the_consulted_party_answers_is_refused_and_changes_nothi
 
     out = desk.transfer("confirm").wait()
 
-    assert out.reason == f"row {c} has not answered yet (ringing): wait for the answer, or use a quick transfer"
+    assert out.reason == f"call {c} has not answered yet (ringing): wait for the answer, or use a quick transfer"
     assert failures(seen)[-1] == out.reason
     assert agent.requests("transfer_replaces") == []
     assert desk.rows[b].state == "on hold" and desk.rows[c].state == "ringing"
@@ -171,7 +171,7 @@ def test_confirm_done_leaves_both_calls(desk: Desk, agent: FakeAgent, monkeypatc
     agent.emit(ev.TransferProgress(b, 200, "OK", final=True))
     assert agent.requests("hangup") == [(b,)]
     agent.ended(b)
-    assert desk.rows[c].note == f"transferred to call {b}'s caller: leaving"  # not "the held caller hung up"
+    assert desk.rows[c].note == f"transferred to call {b}: leaving"  # not "the held caller hung up"
     agent.ended(c)  # C's phone replaced our leg and hung it up
     time.sleep(0.2)
     assert desk.rows == {} and agent.requests("hangup") == [(b,)]

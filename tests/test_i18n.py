@@ -1,10 +1,12 @@
 """The message catalogues (kiosk/i18n/*.json): every code the unit can say, and every action, has its
-words in every language, with the same placeholders; and every code the source says is catalogued."""
+words in every language, with the same placeholders; every code the source says is catalogued; and a
+message names a call the way its reader's table does (the remote party), or by its number without one."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import string
 from pathlib import Path
 from typing import Iterator
@@ -36,7 +38,7 @@ def placeholders(template: str) -> set[tuple[str, str | None, str]]:
 @pytest.mark.parametrize("language", OTHER_LANGUAGES)
 def test_every_code_and_action_has_words_in_every_language(language: str) -> None:
     en, other = raw("en"), raw(language)
-    assert set(other) == {"actions", "codes", "states"}
+    assert set(other) == set(en) == {"actions", "codes", "states", "rows"}
     for section in ("actions", "codes"):
         missing = sorted(set(en[section]) - set(other[section]))
         assert not missing, f"{language}.json lacks {section}: {missing}"
@@ -120,8 +122,153 @@ def test_russian_words_by_code() -> None:
                                                                        "params": {"seconds": 8}}}, "ru") == \
         "не удалось перехватить вызов на 1005: нет ответа за 8 с"  # a message inside a message, translated
     assert i18n.message("unknown_route", {"value": "x", "routes": "city"}, "ru") == "нет маршрута 'x'; маршруты: city"
-    assert i18n.action_name("transfer_consult", "ru") == "Перевод: С консультацией"
+    assert i18n.action_name("transfer_consult", "ru") == "Перевод с консультацией"
     assert i18n.state_name("on hold", "ru") == "на удержании"
+
+
+# --- calls named by their party, or by their number ------------------------------------------------------
+
+ALICE, BOB = 12, 13
+NAMES = {ALICE: "Alice (2001)", BOB: "Bob (2002)"}
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_the_row_words_of_every_language(language: str) -> None:
+    rows = raw(language)["rows"]
+    assert set(rows) == {"id", "party", "number"}
+    assert placeholders(rows["id"]) == {("id", None, "")}
+    assert placeholders(rows["party"]) == placeholders(rows["number"]) == {("party", None, "")}
+
+
+def test_a_call_is_named_by_its_party_with_names_and_by_its_number_without() -> None:
+    m = i18n.message
+    params = {"row": ALICE, "state": "talking"}
+    assert m("not_ringing", params) == "call 12 is not ringing here (it is talking)"  # kiosk ctl, the log
+    assert m("not_ringing", params, names=NAMES) == "Alice (2001) is not ringing here (it is talking)"
+    assert m("not_ringing", params, names={}) == "call 12 is not ringing here (it is talking)"  # not in the table
+    assert m("not_ringing", params, "ru") == "вызов 12 не звонит на этом аппарате (сейчас: разговор)"
+    assert m("not_ringing", params, "ru", names=NAMES) == \
+        "вызов «Alice (2001)» не звонит на этом аппарате (сейчас: разговор)"  # a name does not decline: quoted
+    assert m("hold_needs_talk", {"row": ALICE, "state": "ringing"}, "ru", names={ALICE: "Алиса (2001)"}) == \
+        "вызов «Алиса (2001)»: звонит; удержать можно только разговор"
+    # Two calls in one sentence, each by its own name; a declined noun before each in Russian.
+    failed = {"row": ALICE, "consult": BOB, "status": "486 Busy Here"}
+    assert m("transfer_failed_consult", failed, names=NAMES) == (
+        "transfer of Alice (2001) to Bob (2002) failed: 486 Busy Here; both calls stay with you: "
+        "confirm again, connect Alice (2001) to go back to the caller, or hang up Bob (2002)")
+    assert m("transfer_failed_consult", failed, "ru", names={ALICE: "Алиса (2001)"}) == (
+        "перевод вызова «Алиса (2001)» на вызов 13 не удался: 486 Busy Here; оба вызова остаются у вас: "
+        "подтвердите перевод ещё раз, подключите вызов «Алиса (2001)», чтобы вернуться к разговору, "
+        "или завершите вызов 13")
+    assert m("note_held_for_consultation", {"consult": BOB}) == "held for consultation with call 13"
+    assert m("note_held_for_consultation", {"consult": BOB}, names=NAMES) == "held for consultation with Bob (2002)"
+    assert m("note_held_for_consultation", {"consult": BOB}, "ru", names=NAMES) == \
+        "на удержании: консультация с вызовом «Bob (2002)»"
+    moved = {"row": ALICE, "ended": BOB}
+    assert m("selection_moved", moved) == "call 13 has ended; call 12 (on hold) is selected now"
+    assert m("selection_moved", moved, names=NAMES) == \
+        "Bob (2002) has ended; Alice (2001) (on hold) is selected now"
+    assert m("selection_moved", moved, "ru", names={BOB: "Боб (2002)"}) == \
+        "вызов «Боб (2002)» завершён; теперь выбран удерживаемый вызов 12"
+    # A number that came as text (JSON from an older client) is a row id too; what is not an id is shown as it is.
+    assert m("already_held", {"row": "12"}, names=NAMES) == "Alice (2001) is already on hold"
+    assert m("already_held", {"row": "x"}, names=NAMES) == "call x is already on hold"
+    assert i18n.row_name(ALICE, "en", NAMES) == "Alice (2001)" and i18n.row_name(7, "ru", NAMES) == "7"
+    # A party that is only a number needs no quotes in Russian: a number reads the same in every case.
+    assert m("already_held", {"row": 5}, "ru", names={5: "2001"}) == "вызов 2001 уже на удержании"
+    assert m("transfer_under_way", {"row": 5}, "ru", names={5: "+7 495 123-45-67"}) == \
+        "перевод вызова +7 495 123-45-67 уже идёт"
+
+
+def test_lists_of_calls_are_named_one_by_one() -> None:
+    m = i18n.message
+    assert m("no_row", {"row": 7, "rows": "12, 3"}) == "call 7 is not on this unit (calls: 12, 3)"
+    assert m("no_row", {"row": 7, "rows": "12, 3"}, names=NAMES) == \
+        "call 7 is not on this unit (calls: Alice (2001), call 3)"
+    assert m("no_row", {"row": 7, "rows": [12, 3]}, "ru", names=NAMES) == \
+        "вызова 7 нет на аппарате (есть вызовы: «Alice (2001)», 3)"
+    assert m("no_row", {"row": 7, "rows": [12, 3]}) == "call 7 is not on this unit (calls: 12, 3)"
+    pairs = {"row": 3, "pairs": f"{ALICE}->{BOB}"}  # held -> consult, as the desk lists them
+    assert m("not_in_consultation", pairs).startswith("call 3 is not in a consultation (consultations: 12->13)")
+    assert m("not_in_consultation", pairs, names=NAMES).startswith(
+        "call 3 is not in a consultation (consultations: Alice (2001) – Bob (2002))")
+    assert m("not_in_consultation", {"row": 3, "pairs": [[ALICE, BOB], [1, 2]]}, "ru", names=NAMES).startswith(
+        "вызов 3 не участвует в консультации (консультации: «Alice (2001)» – «Bob (2002)», 1 – 2)")
+    assert m("not_in_consultation", {"row": 3, "pairs": [[ALICE, BOB]]}).startswith(
+        "call 3 is not in a consultation (consultations: 12->13)")
+    assert m("not_in_consultation", {"row": 3, "pairs": "something else"}, names=NAMES).startswith(
+        "call 3 is not in a consultation (consultations: something else)")  # shown as it came
+
+
+def test_a_message_inside_a_message_names_its_calls_too() -> None:
+    inner = {"code": "call_ended", "params": {"row": ALICE}}
+    assert i18n.message("refused", {"reason": inner}) == "call 12 has ended"
+    assert i18n.message("refused", {"reason": inner}, names=NAMES) == "Alice (2001) has ended"
+    assert i18n.message("refused", {"reason": inner}, "ru", names=NAMES) == "вызов «Alice (2001)» уже завершён"
+
+
+def test_with_names_an_address_is_shown_as_its_party() -> None:
+    failed = {"row": ALICE, "remote": '"Bob" <sip:2002@pbx.test>', "reason": "486 Busy Here"}
+    assert i18n.message("call_failed", failed) == 'call to "Bob" <sip:2002@pbx.test> failed: 486 Busy Here'
+    assert i18n.message("call_failed", failed, names={}) == "call to Bob (2002) failed: 486 Busy Here"
+    assert i18n.message("call_failed", failed, "ru", names={}) == "вызов на «Bob (2002)» не состоялся: 486 Busy Here"
+    to = {"to": "sip:3003@pbx.test"}
+    assert i18n.message("note_transferring", to) == "transferring to sip:3003@pbx.test"
+    assert i18n.message("note_transferring", to, names=NAMES) == "transferring to 3003"
+    assert i18n.message("note_transferring", to, "ru", names=NAMES) == "перевод на 3003"  # a number: no quotes
+
+
+#: A row id in a template: English never says "call" or "row" itself (the reference does: "call 12" or
+#: "Alice (2001)"); Russian always has a declined "вызов" before it (the reference is "12" or "«Алиса (2001)»").
+ROW_FIELD = "|".join(sorted(i18n.ROW_PARAMS))
+
+
+def test_templates_leave_naming_a_call_to_the_reference() -> None:
+    for code, template in raw("en")["codes"].items():
+        assert not re.search(rf"\b(call|row|calls|rows)\s+\{{({ROW_FIELD})\}}", template, re.I), (code, template)
+        assert "{row}'s" not in template, (code, template)
+    for code, template in raw("ru")["codes"].items():
+        for found in re.finditer(rf"(\S*)\s*\{{({ROW_FIELD})\}}", template):
+            assert re.fullmatch(r"вызов(а|у|ом|е)?", found.group(1)), (code, template, found.group(0))
+
+
+def test_every_template_fills_in_with_names() -> None:
+    for language in i18n.LANGUAGES:
+        for code, template in raw(language)["codes"].items():
+            fields = {name for name, _c, _s in placeholders(template) if name != "action"}
+            params = {name: (ALICE if name in i18n.ROW_PARAMS else f"<{name}>") for name in fields}
+            text = i18n.message(code, params, language, "hold", names=NAMES)
+            assert "{" not in text and "}" not in text and "call 12" not in text, (language, code, text)
+            if fields & i18n.ROW_PARAMS:
+                assert "Alice (2001)" in text, (language, code, text)
+
+
+def row_id_keywords(path: Path) -> set[str]:
+    """The keyword arguments of the code-bearing calls (refusal, _alert, _set_note, AgentError, ...)
+    whose value looks like a row id: `x.id`, `exc.call`, `transfer.consult`, `row_id`, `rid`,
+    `consult`, `held`, `origin`, `explicit[0]`."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _name(node.func) in CODE_ARGS:
+            for kw in node.keywords:
+                value = kw.value
+                if isinstance(value, ast.Subscript):
+                    value = value.value
+                if (isinstance(value, ast.Attribute) and value.attr in {"id", "call", "consult"}) or \
+                        (isinstance(value, ast.Name) and value.id in {"row_id", "rid", "consult", "held", "origin",
+                                                                       "explicit"}):
+                    found.add(str(kw.arg))
+    return found
+
+
+def test_every_row_id_the_source_passes_is_a_row_parameter() -> None:
+    found: set[str] = set()
+    for path in sorted(KIOSK.rglob("*.py")):
+        if path.relative_to(ROOT).parts[1] != "lab":
+            found |= row_id_keywords(path)
+    assert {"row", "consult"} <= found, found  # the scan finds what it is meant to
+    assert found <= i18n.ROW_PARAMS, f"row ids passed as parameters kiosk.i18n does not name: {found - i18n.ROW_PARAMS}"
 
 
 # --- the source against the catalogue ----------------------------------------------------------------

@@ -92,10 +92,10 @@ def drop(panel: Panel) -> None:
 def no_clocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing in these tests may depend on how long a step took on a loaded machine: a tap is
     never a long press, and a refusal does not leave the status line by itself meanwhile."""
-    from kiosk.ui import panel as panel_module, table
+    from kiosk.ui import status_log, table
 
     monkeypatch.setattr(table, "LONG_PRESS", 1e9)
-    monkeypatch.setattr(panel_module, "STATUS_SECONDS", 1e9)
+    monkeypatch.setattr(status_log, "FRESH_SECONDS", 1e9)
 
 
 @pytest.fixture
@@ -128,7 +128,8 @@ def test_keypad_fills_number_and_call_dials_it_on_the_chosen_route(panel: Panel,
     trunk = next(item for item in panel.route_choice.dropdown.container.children if item.text == "Trunk")
     tap(panel, trunk)
     assert (desk.route, desk.line) == ("trunk", "op2")
-    assert panel.route_choice.text == "Trunk" and panel.line_choice.text.startswith("Operator 2")
+    assert panel.route_choice.value == "trunk" and panel.route_choice.text.endswith("\nTrunk")
+    assert panel.line_choice.value == "op2" and "\nOperator 2 · " in panel.line_choice.text
     tap(panel, panel.buttons["call"])
     [(row, line, uri, route)] = agent.requests("dial")
     assert (line, uri, route) == ("op2", "sip:82001@pbx2.test", "trunk")
@@ -150,7 +151,7 @@ def test_enter_on_a_keyboard_is_call_and_digits_type_the_number(panel: Panel, de
 
 
 def test_line_choice_shows_registration(panel: Panel, agent: FakeAgent) -> None:
-    assert panel.line_choice.text == "Operator 1\nregistered"  # from the desk's snapshot
+    assert panel.line_choice.text.endswith("\nOperator 1 · registered")  # from the desk's snapshot
     agent.register("op2", False, 503, "Service Unavailable")
     pump(panel)
     labels = [item.text for item in panel.line_choice.dropdown.container.children]
@@ -165,15 +166,15 @@ def test_the_table_follows_row_events(panel: Panel, agent: FakeAgent) -> None:
     call = agent.ring("sip:2001@pbx.test")
     pump(panel)
     assert row_texts(panel, call) | {"col_time": ""} == {
-        "col_line": "op1", "col_dir": "in", "col_remote": "2001@pbx.test", "col_state": "ringing",
-        "col_time": "", "col_rec": ""}
+        "col_line": "Operator 1", "col_dir": "in", "col_remote": "2001", "col_number": "", "col_state": "ringing",
+        "col_note": "", "col_time": "", "col_rec": ""}
     assert panel.table.empty.parent is None
     agent.talking(call)
     pump(panel)
     assert row_texts(panel, call)["col_state"] == "talking"
     agent.ended(call)
     pump(panel)
-    assert call not in panel.table.rows and panel.table.empty.parent is panel.table
+    assert call not in panel.table.rows and call in panel.table.ended  # shown ended for a few seconds
 
 
 def test_a_touch_on_a_row_selects_it_and_multi_select_adds_rows(panel: Panel, desk: Desk,
@@ -189,6 +190,8 @@ def test_a_touch_on_a_row_selects_it_and_multi_select_adds_rows(panel: Panel, de
     tap(panel, panel.table.rows[two])  # a second touch takes a row out again
     assert desk.selection == [one]
     tap(panel, panel.multi)  # off: a tap selects only that row
+    panel.table.show_row(three)
+    pump(panel)
     tap(panel, panel.table.rows[three], right=True)  # a right click adds, as a long press does
     assert desk.selection == [one, three]
     tap(panel, panel.table.rows[two])
@@ -278,7 +281,7 @@ def test_number_required_opens_the_keypad_popup_and_completes_the_action(panel: 
     popup = panel.popup
     assert popup is not None and popup.action == "transfer_quick"
     assert popup.title == "Number for: Quick transfer"
-    assert panel.status.text == ""  # the popup is the answer, not a refusal
+    assert panel.status.current == ""  # the popup is the answer, not a refusal
     assert agent.requests("transfer") == []
     for char in "30033":
         tap(panel, popup.keypad.keys[char])
@@ -299,24 +302,24 @@ def test_the_number_popup_can_be_cancelled(panel: Panel, agent: FakeAgent) -> No
 
 def test_a_refusal_shows_its_reason_until_the_next_touch(panel: Panel, agent: FakeAgent) -> None:
     tap(panel, panel.buttons["hold"])
-    assert panel.status.text == "Hold: no call selected"
+    assert panel.status.current == "Hold: no call selected"
     caller(agent)
     tap(panel, panel.buttons["record_stop"])
-    assert panel.status.text == "Record stop: call 1 is not being recorded"
+    assert panel.status.current == "Record stop: 2001 is not being recorded"
     tap(panel, panel.keypad.keys["5"])
-    assert panel.status.text == ""
+    assert panel.status.current == ""
 
 
 def test_an_alert_shows_in_the_status_line(panel: Panel, agent: FakeAgent) -> None:
     agent.emit(ev.Alert("audio device lost: calls go on without local audio"))
     pump(panel)
-    assert panel.status.text == "audio device lost: calls go on without local audio"
+    assert panel.status.current == "audio device lost: calls go on without local audio"
 
 
 def test_mute_refused_by_the_agent_says_why(panel: Panel, agent: FakeAgent) -> None:
     agent.fail_next("mute", AgentError("this unit has no headset configured ([audio] device)", "no_headset"))
     tap(panel, panel.buttons["mute"])
-    assert panel.status.text == "Mute: this unit has no headset configured ([audio] device)"
+    assert panel.status.current == "Mute: this unit has no headset configured ([audio] device)"
     assert panel.buttons["mute"].text == panel.texts["mute"]
 
 
@@ -324,13 +327,13 @@ def test_mute_button_follows_the_desk_whoever_mutes(panel: Panel, desk: Desk) ->
     """A mute from `kiosk ctl` or a GPIO key shows on the screen too (the MuteChanged event)."""
     button = panel.buttons["mute"]
     tap(panel, button)
-    assert button.text == panel.texts["muted"]
+    assert button.text == panel.texts["unmute"] and button.active
     assert desk.mute("off").wait().data["muted"] is False  # as the control socket does it
     pump(panel)
-    assert button.text == panel.texts["mute"]
+    assert button.text == panel.texts["mute"] and not button.active
     desk.mute("on").wait()
     pump(panel)
-    assert button.text == panel.texts["muted"]
+    assert button.text == panel.texts["unmute"] and button.active
 
 
 # --- what can be done now: dimmed buttons ------------------------------------------------------------
@@ -370,7 +373,7 @@ def test_the_buttons_come_from_the_command_table(panel: Panel) -> None:
 
 def test_buttons_are_dimmed_while_their_action_cannot_act(panel: Panel, desk: Desk, agent: FakeAgent,
                                                          tmp_path: Any) -> None:
-    from kiosk.ui.widgets import AMBER, DIM_BACKGROUND, GREEN
+    from kiosk.ui.theme import AMBER, DIM_BACKGROUND, GREEN
 
     assert dimmed(panel) == NOTHING_TO_ACT_ON  # from the desk's snapshot: nothing rings, nothing to act on
     call = agent.ring("sip:2001@pbx.test")
@@ -378,7 +381,7 @@ def test_buttons_are_dimmed_while_their_action_cannot_act(panel: Panel, desk: De
     assert dimmed(panel) == NOTHING_TO_ACT_ON - {"answer", "hangup"}
     tap(panel, panel.buttons["hold"])  # a dimmed button still sends its command: the desk says why not
     assert agent.requests("hold") == []
-    assert panel.status.text == "Hold: call 1 is ringing: only a call in conversation can be held"
+    assert panel.status.current == "Hold: 2001 is ringing: only a call in conversation can be held"
 
     path = Window.screenshot(name=str(tmp_path / "dimmed.png"))  # Answer lit, Hold dimmed, the refusal shown
     assert path
@@ -505,15 +508,15 @@ def test_russian_labels(agent: FakeAgent) -> None:
         words = {key: b.text.replace("\n", " ") for key, b in panel.buttons.items()}
         assert words["call"] == "Позвонить" and words["hold"] == "Удержание"
         assert words["connect"] == "Подключить" and words["pickup"] == "Перехват"
-        assert words["transfer_quick"] == "Перевод: Быстрый"
-        assert words["transfer_consult"] == "Перевод: С консультацией"
-        assert words["transfer_confirm"] == "Перевод: Подтвердить"
+        assert words["transfer_quick"] == "Быстрый перевод"
+        assert words["transfer_consult"] == "Перевод с консультацией"
+        assert words["transfer_confirm"] == "Подтвердить перевод"
         assert words["conference"] == "Конференция" and words["record_start"].startswith("Запись")
         call = caller(agent)
         pump(panel)
         assert row_texts(panel, call)["col_state"] == "разговор"
         tap(panel, panel.buttons["connect"])
-        assert panel.status.text.startswith("Подключить: ")
+        assert panel.status.current.startswith("Подключить: ")
     finally:
         drop(panel)
 
@@ -522,31 +525,31 @@ def test_russian_refusals_alerts_notes_and_the_number_popup_by_code(agent: FakeA
     panel = russian_panel(agent)
     try:
         tap(panel, panel.buttons["hold"])
-        assert panel.status.text == "Удержание: не выбран вызов"
+        assert panel.status.current == "Удержание: не выбран вызов"
         call = agent.ring()
         pump(panel)
         tap(panel, panel.buttons["hold"])  # the call's state is a parameter, translated too
-        assert panel.status.text == "Удержание: вызов 1: звонит; удержать можно только разговор"
+        assert panel.status.current == "Удержание: вызов 2001: звонит; удержать можно только разговор"
         agent.emit(ev.Alert("network: eth0 down; calls and registrations wait for it", "network_down",
                             {"reason": "eth0 down"}))
         pump(panel)
-        assert panel.status.text == "сеть: eth0 down; вызовы и регистрации ждут её"
+        assert panel.status.current == "сеть: eth0 down; вызовы и регистрации ждут её"
 
         tap(panel, panel.buttons["answer"])
         agent.talking(call)
         tap(panel, panel.buttons["transfer_quick"])  # no number yet: the desk asks for one
         popup = panel.popup
         assert popup is not None and popup.action == "transfer_quick"
-        assert popup.title == "Номер для: Перевод: Быстрый"
-        assert panel.status.text == ""  # the popup is the answer to "number required", not a refusal
+        assert popup.title == "Номер для: Быстрый перевод"
+        assert panel.status.current == ""  # the popup is the answer to "number required", not a refusal
         for char in "3003":
             tap(panel, popup.keypad.keys[char])
         tap(panel, popup.ok)
         assert agent.requests("transfer") == [(call, "sip:3003@pbx.test")]
-        assert panel.table.rows[call].note_text == "перевод на sip:3003@pbx.test"  # the row's note, by its key
+        assert panel.table.rows[call].note_text == "перевод на 3003"  # the row's note, by its key, the party as the table names it
         agent.transfer_status(call, 603, "Declined")  # the transfer fails long after its command was answered
         pump(panel)
-        assert panel.status.text == "Перевод: Быстрый: перевод вызова 1 не удался: 603 Declined; вызов остаётся у вас"
+        assert panel.status.current == "Быстрый перевод: перевод вызова 2001 не удался: 603 Declined; вызов остаётся у вас"
         assert panel.table.rows[call].note_text == "перевод: 603 Declined"
     finally:
         drop(panel)
@@ -594,7 +597,7 @@ def test_the_panel_over_the_control_socket_and_a_unit_that_restarts(desk: Desk, 
     remote = RemoteDesk(server.path, desk.profile)
     panel = make_panel(remote)  # type: ignore[arg-type]
     try:
-        assert panel.line_choice.text == "Operator 1\nregistered"  # the unit's snapshot
+        assert panel.line_choice.text.endswith("\nOperator 1 · registered")  # the unit's snapshot
         type_number(panel, "2001")
         assert desk.number == "2001"
         tap(panel, panel.buttons["call"])
@@ -605,17 +608,17 @@ def test_the_panel_over_the_control_socket_and_a_unit_that_restarts(desk: Desk, 
         agent.talking(row)
         until(panel, lambda: row_texts(panel, row)["col_state"] == "talking")
         tap(panel, panel.buttons["connect"])  # refused by the desk: its reason comes back as an event
-        until(panel, lambda: panel.status.text.startswith("Connect: "))
+        until(panel, lambda: panel.status.current.startswith("Connect: "))
 
         server.stop()  # the unit restarts
-        until(panel, lambda: panel.status.text == panel.texts["link_lost"])
+        until(panel, lambda: panel.status.current == panel.texts["link_lost"])
         tap(panel, panel.buttons["hold"])  # nothing to send it to: the screen says why, and does not crash
-        assert panel.status.text == panel.texts["link_lost"]
+        assert panel.status.current == panel.texts["link_lost"]
         agent.ended(row)  # gone while the panel could not hear it
         other = agent.ring("sip:2002@pbx.test")
         server = ControlServer(desk, workdir / "control.sock")
         server.start()
-        until(panel, lambda: panel.status.text == "")
+        until(panel, lambda: panel.status.current == "")
         until(panel, lambda: list(panel.table.rows) == [other])
         tap(panel, panel.table.rows[other])
         until(panel, lambda: panel.table.rows[other].selected)

@@ -1,10 +1,13 @@
-"""The panel's words: the Russian labels are the product's own (its Russian product page); the desk's
-refusals, alerts and row notes are shown in the operator's language by their code (kiosk.i18n), never
-by parsing the English sentence."""
+"""The panel's words: the Russian labels are the product's own (its Russian product page) where they fit;
+every button label fits its button in two lines broken at word ends; the desk's refusals, alerts and row
+notes are shown in the operator's language by their code (kiosk.i18n), never by parsing the English
+sentence, and name calls by the party the table shows."""
 
 from __future__ import annotations
 
 import errno
+import json
+import os
 import re
 import subprocess
 import sys
@@ -33,11 +36,24 @@ def test_russian_words_from_the_spec() -> None:
     assert (ru["call"], ru["hold"], ru["connect"], ru["pickup"]) == ("Позвонить", "Удержание", "Подключить",
                                                                      "Перехват")
     assert [ru[k].replace("\n", " ") for k in ("transfer_quick", "transfer_consult", "transfer_confirm")] == [
-        "Перевод: Быстрый", "Перевод: С консультацией", "Перевод: Подтвердить"]
+        "Быстрый перевод", "Перевод с консультацией", "Подтвердить перевод"]  # each a button in two lines
     assert ru["conference"] == "Конференция" and ru["record_start"].startswith("Запись")
     assert ru.state("on hold") == "на удержании" and ru.state("something new") == "something new"
-    assert ru.action("transfer_consult") == "Перевод: С консультацией"
+    assert ru.action("transfer_consult") == "Перевод с консультацией"  # the same words in a refusal
     assert ru.refused("hold", "no_selection", {}, "no call selected") == "Удержание: не выбран вызов"
+
+
+def test_a_button_says_what_a_tap_does_and_a_state_has_its_own_word() -> None:
+    ru, en = Texts("ru"), Texts("en")
+    # The microphone: the button while it is on, the button while it is off, and the state.
+    assert ru["mute"].split() == ["Выключить", "микрофон"] and ru["unmute"].split() == ["Включить", "микрофон"]
+    assert ru["muted"].split() == ["Микрофон", "выключен"] and ru["mic_off"] == "МИКРОФОН ВЫКЛ."
+    assert (en["mute"], en["unmute"], en["muted"], en["mic_off"]) == ("Mute", "Unmute", "Muted", "MIC OFF")
+    # Hold, and the held state on the same button.
+    assert (ru["hold"], ru["held"], en["hold"], en["held"]) == ("Удержание", "На удержании", "Hold", "On hold")
+    # The action names in sentences are the buttons' words.
+    for key in ("transfer_quick", "transfer_consult", "transfer_confirm"):
+        assert ru.action(key) == ru[key].replace("\n", " ") and en.action(key) == en[key].replace("\n", " ").capitalize()
 
 
 def test_every_word_exists_in_both_languages_and_unknown_falls_back_to_english() -> None:
@@ -100,12 +116,96 @@ def test_alerts_and_notes() -> None:
     assert ru.note({}) == ""
 
 
+def test_calls_are_named_by_the_party_the_table_shows() -> None:
+    ru, en = Texts("ru"), Texts("en")
+    names = {1: "Alice (2001)", 2: "Bob (2002)"}
+    params = {"row": 1, "state": "ringing"}
+    assert en.refused("hold", "hold_needs_talk", params, names=names) == \
+        "Hold: Alice (2001) is ringing: only a call in conversation can be held"
+    assert ru.refused("hold", "hold_needs_talk", params, names=names) == \
+        "Удержание: вызов «Alice (2001)»: звонит; удержать можно только разговор"
+    assert en.refused("hold", "hold_needs_talk", params, names={}) == \
+        "Hold: call 1 is ringing: only a call in conversation can be held"  # a call the table does not show
+    assert en.alert("recording_stopped", {"row": 2, "reason": "disk full"}, names=names) == \
+        "recording of Bob (2002) stopped: disk full; the call goes on"
+    assert ru.alert("recording_stopped", {"row": 2, "reason": "disk full"}, names=names) == \
+        "запись вызова «Bob (2002)» остановлена: disk full; разговор продолжается"
+    held = {"note": "held for consultation with call 2",
+            "note_key": {"code": "note_held_for_consultation", "params": {"consult": 2}}}
+    assert en.note(held, names) == "held for consultation with Bob (2002)" and en.note(held) == held["note"]
+    assert ru.note(held, names) == "на удержании: консультация с вызовом «Bob (2002)»"
+    transferring = {"note_key": {"code": "note_transferring", "params": {"to": '"Carol" <sip:3003@pbx.test>'}}}
+    assert en.note(transferring, names) == "transferring to Carol (3003)"
+    assert ru.note(transferring, names) == "перевод на «Carol (3003)»"
+    # The English of an event without a code is shown as it came, names or not.
+    assert ru.refused("hold", "", {}, "call 1 is ringing", names=names) == "Удержание: call 1 is ringing"
+
+
 def test_a_code_no_catalogue_has_is_shown_in_the_units_english() -> None:
     ru = Texts("ru")
     assert ru.refused("hold", "brand_new_code", {"row": 1}, "a brand new reason") == "Удержание: a brand new reason"
     assert ru.refused("hold", "", {}, "an older unit's reason") == "Удержание: an older unit's reason"
     assert ru.refused("hold", "brand_new_code", {"row": 1}) == "Удержание: brand_new_code (row=1)"  # never dropped
     assert ru.refused("", "no_selection") == "не выбран вызов"
+
+
+# --- every label fits, broken at word ends ----------------------------------------------------------------
+
+#: Measured by Kivy's own text layout in a process of its own (the headless side never loads Kivy).
+_MEASURE = r"""
+import json, os, sys, tempfile
+os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kiosk-test-kivy-"))
+from kiosk.ui.app import configure_kivy
+configure_kivy(False)
+from kivy.core.window import Window  # noqa: F401  (text needs the window's GL context)
+from kivy.core.text import Label as CoreLabel
+out = []
+for key, text, size, width in json.load(sys.stdin):
+    label = CoreLabel(text=text, font_size=size, text_size=(width, None), halign="center")
+    label.refresh()
+    lines = [" ".join(w.text for w in line.words).split() for line in label._cached_lines]
+    out.append([key, text, [" ".join(words) for words in lines if words]])
+print(json.dumps(out))
+"""
+
+#: The action buttons: 7 across 800 px less padding and spacing (109 px), less the label's margin (6 dp);
+#: "Select several" (14 sp) beside them; the keypad's keys (62 dp, 18 sp); the state cell (a quarter
+#: of the table, ~170 px at 800 px, 16 sp).
+BUTTON_W, KEY_W, STATE_W = 103, 56, 164
+BUTTON_KEYS = ("call", "answer", "reject", "hangup", "hold", "held", "connect", "pickup", "transfer_quick",
+               "transfer_consult", "transfer_confirm", "conference", "record_start", "record_stop", "mute",
+               "unmute", "muted")
+
+
+def button_font(text: str) -> int:
+    """BigButton's size (kiosk/ui/widgets.py): 13 sp when a word is longer than 11 letters, else 15."""
+    return 13 if max(len(w) for w in text.split() or [""]) > 11 else 15
+
+
+def measured(items: list[tuple[str, str, int, int]]) -> dict[tuple[str, str], list[str]]:
+    env = dict(os.environ, SDL_VIDEODRIVER="offscreen", KIVY_NO_ARGS="1", KIVY_NO_CONSOLELOG="1",
+               KIVY_NO_FILELOG="1")
+    done = subprocess.run([sys.executable, "-c", _MEASURE], input=json.dumps(items), capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {(key, text): lines for key, text, lines in json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def test_every_label_fits_in_two_lines_broken_at_word_ends() -> None:
+    items: list[tuple[str, str, int, int]] = []
+    for language in texts.LANGUAGES:
+        t = Texts(language)
+        items += [(key, t[key], button_font(t[key]), BUTTON_W) for key in BUTTON_KEYS]
+        items += [(key, t[key], 14, BUTTON_W) for key in ("multi", "multi_on")]
+        items += [(key, t[key], 18, KEY_W) for key in ("delete", "clear")]
+        items += [(state, t.state(state), 16, STATE_W) for state in
+                  ("dialling", "ringing", "talking", "on hold", "held by remote", "in conference", "consulting")]
+    wrong = []
+    for (key, text), lines in measured(items).items():
+        limit = 1 if key in ("delete", "clear") else 2
+        if len(lines) > limit or " ".join(lines).split() != text.split():  # too many lines, or a word cut
+            wrong.append((key, text, lines))
+    assert not wrong, wrong
 
 
 # --- everything a real desk says, in Russian ------------------------------------------------------------

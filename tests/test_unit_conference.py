@@ -271,12 +271,12 @@ def test_conference_refusals_say_why_and_change_nothing(unit_factory, phone) -> 
     crow = ok(unit.ctl("conference", "2002"))["row"]
     wait_state(unit, crow, "ringing")
     reason = refused(unit.ctl("conference"))  # C has not answered yet
-    assert f"row {crow} has not answered yet" in reason, reason
+    assert f"call {crow} has not answered yet" in reason, reason
     assert states(unit) == {brow: "on hold", crow: "ringing"}
 
     ok(unit.ctl("select"))  # nothing selected: the press still means the pending pair
     reason = refused(unit.ctl("conference"))
-    assert f"row {crow} has not answered yet" in reason, reason
+    assert f"call {crow} has not answered yet" in reason, reason
     ok(unit.ctl("select", str(brow), str(crow)))  # a ringing row among the selected
     reason = refused(unit.ctl("conference"))
     assert f"call {crow} is ringing" in reason, reason

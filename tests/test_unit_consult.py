@@ -131,7 +131,7 @@ def test_confirm_before_the_consulted_party_answers_is_refused_and_both_calls_st
     confirmed = unit.ctl("transfer", "confirm")
 
     assert confirmed.rc == 1
-    assert confirmed.err == (f"kiosk ctl transfer: row {consult_row} has not answered yet (ringing): "
+    assert confirmed.err == (f"kiosk ctl transfer: call {consult_row} has not answered yet (ringing): "
                              "wait for the answer, or use a quick transfer")
     assert not b.find_events("transfer_request")
     calls = unit.calls()

@@ -1,45 +1,55 @@
-"""The "Call control" panel on the touchscreen: parameters, call table, keypad, actions, status line.
+"""The "Call control" panel on the touchscreen, laid out for whatever display the unit has.
 
 It translates and nothing more: each button is one action of the command
 table (kiosk.commands.screen_bindings), sent through DeskFrontend, and every
 change on screen comes from a desk event (or the desk's snapshot). A button is
 dimmed while the desk's `available` says its action cannot act now, and a tap
 on it still goes to the desk, whose refusal (by code, in the operator's
-language) then says why on the status line. All methods run on Kivy's thread;
-the frontend brings events here.
+language, naming calls by their party as the table does) then says why on
+the status line, where the last messages stay readable. All methods run on
+Kivy's thread; the frontend brings events here.
+
+Layout: an identity strip (operator, every line's registration, MIC OFF),
+the parameters (Line, Number, Route), the call table beside (landscape) or
+above (portrait) a fixed-size keypad, the status line, the action buttons.
+Keys and buttons keep their size on a bigger screen; the table takes the
+rest, so a bigger screen shows more calls. The incoming-call banner floats
+above all of it, popups included.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from kivy.clock import Clock
 from kivy.core.window import Window
-from kivy.metrics import dp, sp
+from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
-from kivy.uix.label import Label
-from kivy.uix.togglebutton import ToggleButton
 
 from kiosk import events as ev
 from kiosk.commands import Action, screen_bindings
 from kiosk.profile import Profile
 
+from . import theme
+from .banner import IncomingBanner
 from .frontend import DIAL_CHARS, NUMBER_ACTIONS, DeskFrontend
 from .number_popup import NumberPopup
+from .row_menu import RowMenu
+from .status_log import StatusLog
 from .table import CallTable
 from .texts import Texts
-from .widgets import AMBER, BLUE, GREEN, GREY, RED, BigButton, Choice, Field, Keypad
+from .widgets import AMBER, BLUE, GREEN, GREY, RED, BigButton, Choice, Field, FitLabel, Keypad, Painted
 
-#: How long (s) a refusal or alert stays in the status line when nothing else is pressed.
-STATUS_SECONDS = 8.0
 #: SDL key codes of Enter, keypad Enter, Backspace and Escape.
 ENTER_KEYS = (13, 271)
 BACKSPACE = 8
 ESCAPE = 27
 
-REFUSED_COLOR = (1, 0.45, 0.4, 1)
-ALERT_COLOR = (1, 0.75, 0.3, 1)
+REFUSED_COLOR = theme.STATUS_REFUSED
+ALERT_COLOR = theme.STATUS_ALERT
+INFO_COLOR = theme.STATUS_INFO
+#: Alerts that tell what the desk did rather than what went wrong.
+INFO_ALERTS = frozenset({"selection_moved"})
 
 #: The action buttons (kiosk.commands screen ids) in the order they are laid out, and their colours;
 #: a binding the table adds later comes after these, grey.
@@ -49,56 +59,125 @@ BUTTONS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("conference", BLUE), ("record_start", GREY), ("record_stop", GREY), ("mute", GREY),
 )
 
+#: Fixed sizes (dp): they do not grow with the screen (a bigger screen shows more rows instead).
+STRIP_H, PARAMS_H, STATUS_H, BUTTON_H = 24, 52, 48, 52
+KEY_W, KEY_H, KEY_MAX_H = 62, 48, 60
+PORTRAIT_BUTTON_COLS, LANDSCAPE_BUTTON_COLS = 4, 7
 
-class Panel(BoxLayout):
+
+class IdentityStrip(Painted, BoxLayout):
+    """Who works here, every line's registration (in words, with a coloured dot), and MIC OFF."""
+
+    def __init__(self, texts: Texts, profile: Profile) -> None:
+        super().__init__(orientation="horizontal", size_hint_y=None, height=dp(STRIP_H), spacing=dp(10),
+                         padding=(dp(4), 0))
+        self._init_paint(theme.BG)
+        self.texts = texts
+        self.labels = {line.id: line.label for line in profile.lines}
+        name = profile.operator.name if hasattr(profile.operator, "name") else ""
+        self.operator = FitLabel(text=texts["operator"].format(name=name) if name else "", color=theme.TEXT_MUTED,
+                                 sizes=(13, 12, 11), size_hint_x=0.3 if name else 0.001)
+        self.operator.bg_rgba = theme.BG
+        self.lines = FitLabel(text="", markup=True, color=theme.TEXT, sizes=(13, 12, 11))
+        self.lines.bg_rgba = theme.BG
+        self.mic = FitLabel(text="", bold=True, color=theme.TEXT, sizes=(13, 12, 11), size_hint_x=None,
+                            width=dp(110), halign="center")
+        self.mic.bg_rgba = theme.BG
+        self.add_widget(self.operator)
+        self.add_widget(self.lines)
+        self.add_widget(self.mic)
+
+    def show_lines(self, registered: Mapping[str, bool]) -> None:
+        parts = []
+        for line_id, label in self.labels.items():
+            ok = registered.get(line_id, False)
+            dot = "[color=4cd964]●[/color]" if ok else "[color=ff6b5e]●[/color]"
+            word = self.texts["registered"] if ok else self.texts["not_registered"]
+            parts.append(f"[font=DejaVuSans]{dot}[/font] {_esc(label)}: {word}")
+        self.lines.text = "   ".join(parts)
+
+    def show_mute(self, muted: bool) -> None:
+        self.mic.text = self.texts["mic_off"] if muted else ""
+        self.mic.bg_rgba = theme.REC_BG if muted else theme.BG
+        with_bg = self.mic.canvas.before
+        with_bg.clear()
+        if muted:
+            from kivy.graphics import Color, Rectangle
+
+            with with_bg:
+                Color(*theme.REC_BG)
+                rect = Rectangle(pos=self.mic.pos, size=self.mic.size)
+            self.mic.bind(pos=lambda w, p: setattr(rect, "pos", p), size=lambda w, s: setattr(rect, "size", s))
+
+
+def _esc(text: str) -> str:
+    from kivy.utils import escape_markup
+
+    return str(escape_markup(text))
+
+
+class Panel(Painted, BoxLayout):
     """The whole screen, for one desk."""
 
     def __init__(self, frontend: DeskFrontend, profile: Profile, **kw: object) -> None:
         super().__init__(orientation="vertical", padding=dp(4), spacing=dp(4), **kw)
+        self._init_paint(theme.BG)
         self.frontend = frontend
         self.profile = profile
         self.texts = texts = Texts(profile.operator.language)
         self.popup: NumberPopup | None = None
+        self.menu: RowMenu | None = None
         self._asked: str | None = None  # the action a popup is asking a number for
         self._registered: dict[str, bool] = {line.id: False for line in profile.lines}
         self._line = profile.lines[0].id
-        self._link_lost = ""  # while the unit's socket is away: what the status line says instead of nothing
-        self._status_clear = Clock.create_trigger(lambda dt: self.clear_status(), STATUS_SECONDS)
+        self._link_lost = ""  # while the unit's socket is away: what the status line says instead
+        self._muted = False
+        self.multi_on = False
+        self.selection: tuple[int, ...] = ()
+
+        # --- who and which lines
+        self.identity = IdentityStrip(texts, profile)
+        self.add_widget(self.identity)
 
         # --- parameters: Line, Number, Route (always visible, above the table)
-        params = BoxLayout(size_hint_y=None, height=dp(70), spacing=dp(6))
-        self.line_choice = Choice(lambda value: self._act(lambda: frontend.set_param("line", value)))
-        self.number_field = Field(text="")
-        self.route_choice = Choice(lambda value: self._act(lambda: frontend.set_param("route", value)))
-        for caption, widget in ((texts["line"], self.line_choice), (texts["number"], self.number_field),
-                                (texts["route"], self.route_choice)):
-            box = BoxLayout(orientation="vertical")
-            box.add_widget(Label(text=caption, font_size=sp(14), size_hint_y=None, height=dp(20),
-                                 halign="left", color=(0.75, 0.75, 0.75, 1)))
-            box.add_widget(widget)
-            params.add_widget(box)
+        self.params = BoxLayout(size_hint_y=None, height=dp(PARAMS_H), spacing=dp(6))
+        self.line_choice = Choice(texts["line"], lambda value: self._act(lambda: frontend.set_param("line", value)))
+        self.number_field = Field(text="", size_hint_y=None, height=dp(PARAMS_H - 16))
+        number_box = BoxLayout(orientation="vertical")
+        caption = FitLabel(text=texts["number"], sizes=(12, 11), color=theme.TEXT_MUTED, halign="center",
+                           size_hint_y=None, height=dp(16))
+        caption.bg_rgba = theme.SURFACE
+        number_box.add_widget(caption)
+        number_box.add_widget(self.number_field)
+        with number_box.canvas.before:
+            from kivy.graphics import Color, Rectangle
+
+            Color(*theme.SURFACE)
+            box_bg = Rectangle()
+        number_box.bind(pos=lambda w, p: setattr(box_bg, "pos", p), size=lambda w, s: setattr(box_bg, "size", s))
+        self.route_choice = Choice(texts["route"],
+                                   lambda value: self._act(lambda: frontend.set_param("route", value)))
+        for widget in (self.line_choice, number_box, self.route_choice):
+            self.params.add_widget(widget)
         self.route_choice.set_options([(r.id, r.label) for r in profile.routes])
         self._show_lines()
-        self.add_widget(params)
+        self.add_widget(self.params)
 
         # --- the call table and the keypad that edits Number
-        middle = BoxLayout(spacing=dp(6))
-        self.multi = ToggleButton(text=texts["multi"], halign="center", font_size=sp(14),
-                                  background_normal="", background_color=GREY)
-        self.multi.bind(size=lambda b, s: setattr(b, "text_size", (s[0] - dp(6), None)))
-        self.table = CallTable(texts, self._pick, lambda: self.multi.state == "down", size_hint_x=0.66)
+        self.middle = BoxLayout(spacing=dp(6))
+        self.table = CallTable(texts, self._pick, lambda: self.multi_on, on_menu=self.open_menu)
         self.keypad = Keypad(lambda c: self._act(lambda: frontend.key(c)),
                              lambda: self._act(lambda: frontend.key("delete")),
                              lambda: self._act(lambda: frontend.key("clear")),
-                             texts["delete"], texts["clear"], size_hint_x=0.34)
-        middle.add_widget(self.table)
-        middle.add_widget(self.keypad)
-        self.add_widget(middle)
+                             texts["delete"], texts["clear"])
+        self.table_column = BoxLayout(orientation="vertical", spacing=dp(4))
+        self.table_column.add_widget(self.table)
+        self.middle.add_widget(self.table_column)
+        self.middle.add_widget(self.keypad)
+        self.add_widget(self.middle)
 
-        # --- the status line: refusals and alerts in plain words
-        self.status = Label(text="", font_size=sp(15), size_hint_y=None, height=dp(28), shorten=True,
-                            halign="left", valign="middle")
-        self.status.bind(size=lambda lb, s: setattr(lb, "text_size", s))
+        # --- the status line: refusals and alerts in plain words, the last ones a tap away
+        self.status = self.messages = StatusLog(texts, size_hint_y=None, height=dp(STATUS_H))
         self.add_widget(self.status)
 
         # --- the actions: one button per screen binding of the command table
@@ -106,14 +185,48 @@ class Panel(BoxLayout):
         self.bindings: dict[str, Action] = screen_bindings()
         colours = dict(BUTTONS)
         order = [b for b, _ in BUTTONS if b in self.bindings] + [b for b in self.bindings if b not in colours]
-        grid = GridLayout(cols=7, size_hint_y=None, height=dp(128), spacing=dp(4))
+        self.grid = GridLayout(cols=LANDSCAPE_BUTTON_COLS, size_hint_y=None, spacing=dp(4))
         self.buttons: dict[str, BigButton] = {}
         for key in order:
             self.buttons[key] = BigButton(texts.label(key, self.bindings[key].id), lambda key=key: self.act(key),
                                           color=colours.get(key, GREY))
-            grid.add_widget(self.buttons[key])
-        grid.add_widget(self.multi)
-        self.add_widget(grid)
+            self.grid.add_widget(self.buttons[key])
+        self.multi = BigButton(texts["multi"], self.toggle_multi, color=GREY)
+        self.grid.add_widget(self.multi)
+        self.add_widget(self.grid)
+
+        # --- the incoming-call banner (on the window, above everything)
+        self.banner = IncomingBanner(texts, self.answer_row, self.reject_row,
+                                     {line.id: line.label for line in profile.lines})
+        self.banner.home = self.table_column
+        self.bind(size=lambda *_: self._relayout())
+        self._relayout()
+
+    # --- layout ------------------------------------------------------------------
+
+    def _relayout(self) -> None:
+        """Landscape: keypad beside the table; portrait: under it. Fixed key sizes either way."""
+        width, height = self.size
+        portrait = height > width * 1.1
+        cols = PORTRAIT_BUTTON_COLS if portrait else LANDSCAPE_BUTTON_COLS
+        rows = -(-len(self.grid.children) // cols)
+        self.grid.cols = cols
+        self.grid.height = rows * dp(BUTTON_H) + (rows - 1) * dp(4)
+        self.middle.orientation = "vertical" if portrait else "horizontal"
+        fixed = dp(STRIP_H) + dp(PARAMS_H) + dp(STATUS_H) + self.grid.height + 5 * dp(4) + 2 * dp(4)
+        middle_h = max(dp(4 * KEY_H + 12), height - fixed)
+        if portrait:
+            self.keypad.size_hint = (1, None)
+            self.keypad.height = 4 * dp(KEY_MAX_H) + 3 * dp(4)
+            self.table_column.size_hint = (1, 1)
+        else:
+            self.keypad.size_hint = (None, 1)
+            self.keypad.width = 4 * dp(KEY_W) + 3 * dp(4)
+            self.table_column.size_hint = (1, 1)
+            key_h = (middle_h - 3 * dp(4)) / 4
+            if key_h > dp(KEY_MAX_H):  # a tall screen: keys keep their size, the table its rows
+                self.keypad.size_hint = (None, None)
+                self.keypad.height = 4 * dp(KEY_MAX_H) + 3 * dp(4)
 
     # --- wiring ----------------------------------------------------------------
 
@@ -132,50 +245,128 @@ class Panel(BoxLayout):
         calls = {int(row["id"]) for row in snap["calls"]}
         for row_id in [r for r in self.table.rows if r not in calls]:  # ended while the unit was away
             self.table.remove(row_id)
+        self.banner.clear()
         self.table.load(snap["calls"], snap["selection"])
+        for row in snap["calls"]:
+            self.banner.update(row)
+        self.selection = tuple(snap["selection"])
         self._show_mute(bool(snap["muted"]))
-        self._show_available(snap.get("available") or {})
+        self._available = dict(snap.get("available") or {})
+        self._show_available()
 
     def close(self) -> None:
         Window.unbind(on_key_down=self.on_key_down)
+        self.banner.clear()
+        self.table.close()
         self.frontend.close()
 
     def _act(self, command: Callable[[], None]) -> None:
-        """A touch: the last refusal is no longer news; then the command goes to the desk."""
-        self.clear_status()
+        """A touch: the last message is no longer news; then the command goes to the desk."""
+        self.status.quiet()
         command()
 
     def act(self, button: str) -> None:
         """What a tap on the action button `button` (a screen id) does: send its action, dimmed or not."""
         self._act(lambda: self.frontend.act(self.bindings[button].id))
+        if button == "conference" and self.multi_on:
+            self._set_multi(False)  # the join it served is asked: the next tap selects one call again
 
     def _pick(self, row_id: int, add: bool) -> None:
         self._act(lambda: self.frontend.toggle_selected(row_id) if add else self.frontend.select_only(row_id))
+
+    def toggle_multi(self) -> None:
+        """"Select several": on, a tap on a row adds it to the selection (or takes it out)."""
+        self._set_multi(not self.multi_on)
+
+    def _set_multi(self, on: bool) -> None:
+        self.multi_on = on
+        self.multi.text = self.texts["multi_on"] if on else self.texts["multi"]
+        self.multi.base_color = theme.SELECT if on else GREY
+        self.multi.color = theme.TEXT_DARK if on else theme.TEXT
+        self.multi.set_active(on)
+
+    def answer_row(self, row_id: int) -> None:
+        """The banner's Answer: that call, whatever is selected (the desk holds the call in progress)."""
+        self._act(lambda: self.frontend.send("answer", {"row": row_id}, "answer"))
+
+    def reject_row(self, row_id: int) -> None:
+        """The banner's Reject: that call only; the selection and the call in progress stay."""
+        self._act(lambda: self.frontend.send("hangup", {"row": row_id}, "hangup"))
+
+    # --- the row menu (a long press on a row) -----------------------------------------
+
+    def open_menu(self, row_id: int) -> None:
+        widget = self.table.rows.get(row_id)
+        if widget is None:
+            return
+        if self.menu is not None:
+            self.menu.dismiss()
+        menu = RowMenu(self.texts, widget.data, row_id in self.selection,
+                       lambda key: self._menu_chose(row_id, key), multi=self.multi_on,
+                       available=getattr(self, "_available", None))
+        menu.row_id = row_id
+        menu.bind(on_dismiss=lambda *_: self._menu_closed(menu))
+        self.menu = menu
+        menu.open()
+        self.banner.place()
+
+    def _menu_closed(self, menu: RowMenu) -> None:
+        if self.menu is menu:
+            self.menu = None
+
+    def _menu_chose(self, row_id: int, key: str) -> None:
+        """A menu item: the row it was opened on is the one acted on."""
+        if self.menu is not None:
+            self.menu.dismiss()
+        if key == "select_row":
+            self._pick(row_id, False)
+        elif key in ("add_row", "remove_row"):
+            self._pick(row_id, True)
+        elif key == "answer":
+            self.answer_row(row_id)
+        elif key == "hangup":
+            self.reject_row(row_id)
+        elif key in self.bindings:
+            self._pick(row_id, False)  # select that call, then its action (the worker keeps the order)
+            self.act(key)
 
     # --- desk events (Kivy thread) -------------------------------------------------
 
     def on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.RowChanged):
             self.table.update(event.row)
+            self.banner.update(event.row)
+            self._show_row_states()
         elif isinstance(event, ev.RowRemoved):
-            self.table.remove(event.row_id)
+            self.table.remove(event.row_id, event.reason)
+            self.banner.remove(event.row_id)
+            if self.menu is not None and self.menu.row_id == event.row_id:
+                self.menu.dismiss()
         elif isinstance(event, ev.SelectionChanged):
+            self.selection = tuple(event.rows)
             self.table.select(event.rows)
+            self._show_row_states()
         elif isinstance(event, ev.ParamsChanged):
             self._show_params(event.line, event.number, event.route)
         elif isinstance(event, ev.LineState):
             self._registered[event.line] = event.registered
             self._show_lines()
         elif isinstance(event, ev.AvailabilityChanged):
-            self._show_available(event.available)
+            self._available = dict(event.available)
+            self._show_available()
         elif isinstance(event, ev.NumberRequired):
             self.ask_number(event.action)
         elif isinstance(event, ev.ActionFailed):
             self.on_refused(event)
+        elif isinstance(event, ev.ActionDone):
+            if event.action == "conference" and self.multi_on:
+                self._set_multi(False)  # the join it served is done: the next tap selects one call again
         elif isinstance(event, ev.MuteChanged):
             self._show_mute(event.muted)
         elif isinstance(event, ev.Alert):
-            self.show_status(self.texts.alert(event.code, event.params, event.message), ALERT_COLOR)
+            colour = INFO_COLOR if event.code in INFO_ALERTS else ALERT_COLOR
+            self.status.add(self.texts.alert(event.code, event.params, event.message, names=self.table.names()),
+                            colour)
         elif isinstance(event, ev.LinkChanged):  # only from a RemoteDesk: the panel in its own process
             self.on_link(event)
 
@@ -187,61 +378,84 @@ class Panel(BoxLayout):
             return
         if self._link_lost and event.code == "link_down":
             return  # the status line already says so, until the unit is back
-        self.show_status(self.texts.refused(event.action, event.code, event.params, event.reason), REFUSED_COLOR)
+        self.status.add(self.texts.refused(event.action, event.code, event.params, event.reason,
+                                           names=self.table.names()), REFUSED_COLOR)
 
     def on_link(self, event: ev.LinkChanged) -> None:
         """The unit's socket went away (say so until it is back) or came back (redraw from its state)."""
         if event.connected:
             self._link_lost = ""
+            self.status.set_sticky("")
             if event.snapshot is not None:
                 self._load(event.snapshot)
-            self.clear_status()
+            self.status.quiet()
         else:
             self._link_lost = self.texts["link_lost"]
             if self.popup is not None:
                 self.popup.dismiss()
-            self.show_status(self._link_lost, ALERT_COLOR)
-            self._status_clear.cancel()  # stays until the unit is back
+            if self.menu is not None:
+                self.menu.dismiss()
+            self.banner.clear()
+            self.status.set_sticky(self._link_lost)
 
     # --- showing ---------------------------------------------------------------
 
     def _show_params(self, line: str, number: str, route: str) -> None:
         self._line = line
-        self.line_choice.show(line)
+        self._show_lines()
         self.number_field.text = number
         if self.profile.routes:
             self.route_choice.show(route)
         else:
-            self.route_choice.text = self.texts["no_route"]
+            self.route_choice.show("", self.texts["no_route"])
 
     def _show_lines(self) -> None:
         words = {True: self.texts["registered"], False: self.texts["not_registered"]}
         self.line_choice.set_options([(line.id, f"{line.label}\n{words[self._registered.get(line.id, False)]}")
                                       for line in self.profile.lines])
-        self.line_choice.show(self._line)
+        label = {line.id: line.label for line in self.profile.lines}.get(self._line, self._line)
+        self.line_choice.show(self._line, f"{label} · {words[self._registered.get(self._line, False)]}")
+        self.identity.show_lines(self._registered)
 
     def _show_mute(self, muted: bool) -> None:
+        self._muted = muted
+        self.identity.show_mute(muted)
         button = self.buttons.get("mute")
         if button is None:
             return
-        button.text = self.texts["muted"] if muted else self.texts["mute"]
+        button.text = self.texts["unmute"] if muted else self.texts["mute"]
         button.base_color = RED if muted else GREY
+        button.set_active(muted)
 
-    def _show_available(self, available: dict[str, Any]) -> None:
+    def _show_available(self) -> None:
         """Dim the buttons whose action cannot act now (an action the map does not name is lit)."""
+        available = getattr(self, "_available", {})
         for key, button in self.buttons.items():
             button.set_dimmed(available.get(self.bindings[key].id) is not None)
 
+    def _show_row_states(self) -> None:
+        """Hold and Record say whether the selected call is held or recorded (words and a mark)."""
+        rows = [self.table.rows[r].data for r in self.selection if r in self.table.rows]
+        row = rows[0] if len(rows) == 1 else None
+        held = bool(row and row.get("local_hold"))
+        recording = bool(row and row.get("recording"))
+        hold = self.buttons.get("hold")
+        if hold is not None:
+            hold.text = self.texts["held"] if held else self.texts.label("hold", "hold")
+            hold.set_active(held)
+        record = self.buttons.get("record_start")
+        if record is not None:
+            record.text = self.texts["recording_now"] if recording else self.texts.label("record_start")
+            record.set_active(recording)
+
     def show_status(self, text: str, color: tuple[float, ...]) -> None:
-        self.status.text = text
-        self.status.color = color
-        self._status_clear.cancel()
-        self._status_clear()
+        self.status.add(text, color)
 
     def clear_status(self) -> None:
-        self._status_clear.cancel()
-        self.status.text = self._link_lost
-        self.status.color = ALERT_COLOR
+        self.status.quiet()
+
+    def open_messages(self) -> Any:
+        return self.status.open_list()
 
     # --- the number dialog -----------------------------------------------------------
 
@@ -257,6 +471,7 @@ class Panel(BoxLayout):
         popup.bind(on_dismiss=lambda *_: self._popup_closed(popup))
         self.popup = popup
         popup.open()
+        self.banner.place()  # an incoming call stays visible above the prompt
 
     def _popup_closed(self, popup: NumberPopup) -> None:
         if self.popup is popup:
@@ -277,6 +492,8 @@ class Panel(BoxLayout):
         if key == ESCAPE:
             if popup is not None:
                 popup.dismiss()
+            elif self.menu is not None:
+                self.menu.dismiss()
             return True  # never let Escape close the unit's screen
         if key == BACKSPACE:
             if popup is not None:
@@ -291,3 +508,4 @@ class Panel(BoxLayout):
                 self._act(lambda: self.frontend.key(codepoint))
             return True
         return False
+

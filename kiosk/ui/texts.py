@@ -2,11 +2,18 @@
 
 Two kinds of words. The screen's own labels (buttons, columns, the dialog) are
 here; the Russian ones are the product's own (its original Russian product
-page). The desk's words (action names, call states, refusals, alerts and row
-notes) are the catalogues' of kiosk.i18n, one per language, looked up by the
-code and parameters the desk sends with its English message: the panel never
-parses an English sentence. A code no catalogue knows is shown as the code
-with its parameters; an event without a code (an older unit) in its English.
+page), reworded where they did not fit a button in two lines ("Перевод с
+консультацией") or did not say what a tap does (the microphone). A button says
+what a tap does ("Mute" / "Unmute"); a state has its own word ("held",
+"mic_off"). Every button label fits two lines of a seventh of 800 px, broken
+at word ends only (tests/test_ui_texts.py measures them).
+
+The desk's words (action names, call states, refusals, alerts and row notes)
+are the catalogues' of kiosk.i18n, one per language, looked up by the code and
+parameters the desk sends with its English message: the panel never parses an
+English sentence. A code no catalogue knows is shown as the code with its
+parameters; an event without a code (an older unit) in its English. Given the
+table's names (row id -> party), a message names a call by its party.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ _EN: dict[str, str] = {
     "hold": "Hold",
     "connect": "Connect",
     "pickup": "Pickup",
-    "transfer_quick": "Transfer:\nQuick",
-    "transfer_consult": "Transfer:\nWith consultation",
-    "transfer_confirm": "Transfer:\nConfirm",
+    "transfer_quick": "Quick\ntransfer",
+    "transfer_consult": "Consult\ntransfer",
+    "transfer_confirm": "Confirm\ntransfer",
     "conference": "Conference",
     "record_start": "Record:\nStart",
     "record_stop": "Record:\nStop",
@@ -56,6 +63,29 @@ _EN: dict[str, str] = {
     "ask_number": "Number for: {action}",
     "refused": "{action}: {reason}",
     "alert": "{message}",
+    "reject": "Reject",
+    "unmute": "Unmute",
+    "mic_off": "MIC OFF",
+    "held": "On hold",
+    "recording_now": "Recording",
+    "multi_on": "Select several:\nON",
+    "banner_title": "Incoming call",
+    "banner_line": "line {line}",
+    "banner_via": "for {target}",
+    "banner_more": "+{count} waiting",
+    "on_hold_for": "on hold {time}",
+    "ended": "ended",
+    "ended_because": "ended: {reason}",
+    "consult_for": "consulting for {name}",
+    "conference_group": "conference",
+    "messages": "Messages",
+    "no_messages": "No messages yet",
+    "close": "Close",
+    "operator": "Operator: {name}",
+    "nothing_selected": "No call selected: tap a call",
+    "select_row": "Select",
+    "add_row": "Add to selection",
+    "remove_row": "Remove from selection",
     "link_lost": "No connection to the unit (restarting?): reconnecting...",
 }
 
@@ -70,13 +100,13 @@ _RU: dict[str, str] = {
     "hold": "Удержание",
     "connect": "Подключить",
     "pickup": "Перехват",
-    "transfer_quick": "Перевод:\nБыстрый",
-    "transfer_consult": "Перевод:\nС консультацией",
-    "transfer_confirm": "Перевод:\nПодтвердить",
+    "transfer_quick": "Быстрый\nперевод",
+    "transfer_consult": "Перевод с\nконсультацией",
+    "transfer_confirm": "Подтвердить\nперевод",
     "conference": "Конференция",
     "record_start": "Запись:\nСтарт",
     "record_stop": "Запись:\nСтоп",
-    "mute": "Микрофон\nвыкл.",
+    "mute": "Выключить\nмикрофон",
     "muted": "Микрофон\nвыключен",
     "multi": "Выбрать\nнесколько",
     "col_line": "Линия",
@@ -98,7 +128,30 @@ _RU: dict[str, str] = {
     "ask_number": "Номер для: {action}",
     "refused": "{action}: {reason}",
     "alert": "{message}",
-    "link_lost": "Нет связи с блоком (перезапуск?): подключаюсь...",
+    "reject": "Отклонить",
+    "unmute": "Включить\nмикрофон",
+    "mic_off": "МИКРОФОН ВЫКЛ.",
+    "held": "На удержании",
+    "recording_now": "Идёт запись",
+    "multi_on": "Несколько:\nВКЛ.",
+    "banner_title": "Входящий вызов",
+    "banner_line": "линия {line}",
+    "banner_via": "кому: {target}",
+    "banner_more": "ещё ждут: {count}",
+    "on_hold_for": "на удержании {time}",
+    "ended": "завершён",
+    "ended_because": "завершён: {reason}",
+    "consult_for": "консультация для вызова «{name}»",
+    "conference_group": "конференция",
+    "messages": "Сообщения",
+    "no_messages": "Сообщений пока нет",
+    "close": "Закрыть",
+    "operator": "Оператор: {name}",
+    "nothing_selected": "Вызов не выбран: коснитесь вызова",
+    "select_row": "Выбрать",
+    "add_row": "Добавить к выбору",
+    "remove_row": "Убрать из выбора",
+    "link_lost": "Нет связи с аппаратом (перезапуск?): подключаюсь...",
 }
 
 
@@ -136,29 +189,34 @@ class Texts:
         return self["dir_in"] if direction == "in" else self["dir_out"]
 
     def message(self, code: str, params: Mapping[str, Any] | None = None, action: str | None = None,
-                english: str = "") -> str:
+                english: str = "", names: Mapping[int, str] | None = None) -> str:
         """A code and its parameters in this language; without a code (or with one no catalogue
-        has: an older or newer unit), the desk's English words."""
+        has: an older or newer unit), the desk's English words.
+
+        `names`: row id -> the party's text as the table shows it (CallTable.names()): a call in
+        it is named by its party, any other by its number (kiosk.i18n.message)."""
         if not code or (english and code not in i18n.catalogue(self.language)["codes"]
                         and code not in i18n.catalogue("en")["codes"]):
             return english
-        return i18n.message(code, params, self.language, action)
+        return i18n.message(code, params, self.language, action, names)
 
-    def refused(self, action: str, code: str, params: Mapping[str, Any] | None = None, english: str = "") -> str:
+    def refused(self, action: str, code: str, params: Mapping[str, Any] | None = None, english: str = "",
+                names: Mapping[int, str] | None = None) -> str:
         """An ActionFailed for the status line: the action's name and why, by code."""
-        reason = self.message(code, params, action, english)
+        reason = self.message(code, params, action, english, names)
         name = self.action(action)
         return self["refused"].format(action=name, reason=reason) if name else reason
 
-    def alert(self, code: str, params: Mapping[str, Any] | None = None, english: str = "") -> str:
+    def alert(self, code: str, params: Mapping[str, Any] | None = None, english: str = "",
+              names: Mapping[int, str] | None = None) -> str:
         """An Alert for the status line, by code (the agent's plain alerts carry their English words)."""
         values = dict(params or {})
         values.setdefault("message", english)  # the catch-all codes "alert" and "audio_alert" show it
-        return self["alert"].format(message=self.message(code, values, None, english))
+        return self["alert"].format(message=self.message(code, values, None, english, names))
 
-    def note(self, row: Mapping[str, Any]) -> str:
+    def note(self, row: Mapping[str, Any], names: Mapping[int, str] | None = None) -> str:
         """A call row's note (Row.as_json()): its ``note_key`` translated, else the English ``note``."""
         key = row.get("note_key")
         if isinstance(key, Mapping) and key.get("code"):
-            return self.message(str(key["code"]), key.get("params"), None, str(row.get("note") or ""))
+            return self.message(str(key["code"]), key.get("params"), None, str(row.get("note") or ""), names)
         return str(row.get("note") or "")
