@@ -15,20 +15,9 @@ from typing import Any, Iterator
 
 import pytest
 
-os.environ.setdefault("KIVY_NO_ARGS", "1")
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kiosk-test-kivy-"))
+from .kivy_window import EventLoop, UnitTestTouch, Window  # noqa: E402  (first: it sets Kivy up)
 
-from kiosk.ui.app import configure_kivy  # noqa: E402  (sets Kivy's environment before kivy loads)
-
-configure_kivy(fullscreen=False)
-from kivy.config import Config  # noqa: E402
-
-Config.set("graphics", "maxfps", "500")  # each EventLoop.idle() sleeps 1/maxfps: tests need no pacing
-
-from kivy.base import EventLoop  # noqa: E402
 from kivy.clock import Clock  # noqa: E402
-from kivy.tests.common import UnitTestTouch  # noqa: E402
 
 from kiosk import events as ev  # noqa: E402
 from kiosk.desk import AgentError, Desk  # noqa: E402
@@ -36,9 +25,6 @@ from kiosk.profile import Operator  # noqa: E402
 from kiosk.ui.frontend import DeskFrontend  # noqa: E402
 
 from .fakes import FakeAgent, make_profile  # noqa: E402
-
-EventLoop.ensure_window()
-from kivy.core.window import Window  # noqa: E402
 
 from kiosk.ui.panel import Panel  # noqa: E402
 

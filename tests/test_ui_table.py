@@ -8,28 +8,12 @@ from a screenshot, and what a touch at a row's position asks for.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import Any, Callable, ClassVar, Iterator
 
 import pytest
 
-os.environ.setdefault("KIVY_NO_ARGS", "1")
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kiosk-test-kivy-"))
-
-from kiosk.ui.app import configure_kivy  # noqa: E402  (sets Kivy's environment before kivy loads)
-
-configure_kivy(fullscreen=False)
-from kivy.config import Config  # noqa: E402
-
-Config.set("graphics", "maxfps", "500")  # each EventLoop.idle() sleeps 1/maxfps: tests need no pacing
-
-from kivy.base import EventLoop  # noqa: E402
-from kivy.tests.common import UnitTestTouch  # noqa: E402
-
-EventLoop.ensure_window()
-from kivy.core.window import Window  # noqa: E402
+from .kivy_window import EventLoop, UnitTestTouch, Window  # noqa: E402  (first: it sets Kivy up)
 from kivy.metrics import dp  # noqa: E402
 
 from kiosk.ui import table as table_module, theme  # noqa: E402
