@@ -163,7 +163,7 @@ def test_a_call_is_named_by_its_party_with_names_and_by_its_number_without() -> 
     assert m("note_held_for_consultation", {"consult": BOB}) == "held for consultation with call 13"
     assert m("note_held_for_consultation", {"consult": BOB}, names=NAMES) == "held for consultation with Bob (2002)"
     assert m("note_held_for_consultation", {"consult": BOB}, "ru", names=NAMES) == \
-        "на удержании: консультация с вызовом «Bob (2002)»"
+        "консультация с вызовом «Bob (2002)»"
     moved = {"row": ALICE, "ended": BOB}
     assert m("selection_moved", moved) == "call 13 has ended; call 12 (on hold) is selected now"
     assert m("selection_moved", moved, names=NAMES) == \

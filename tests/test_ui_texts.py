@@ -133,7 +133,7 @@ def test_calls_are_named_by_the_party_the_table_shows() -> None:
     held = {"note": "held for consultation with call 2",
             "note_key": {"code": "note_held_for_consultation", "params": {"consult": 2}}}
     assert en.note(held, names) == "held for consultation with Bob (2002)" and en.note(held) == held["note"]
-    assert ru.note(held, names) == "на удержании: консультация с вызовом «Bob (2002)»"
+    assert ru.note(held, names) == "консультация с вызовом «Bob (2002)»"
     transferring = {"note_key": {"code": "note_transferring", "params": {"to": '"Carol" <sip:3003@pbx.test>'}}}
     assert en.note(transferring, names) == "transferring to Carol (3003)"
     assert ru.note(transferring, names) == "перевод на «Carol (3003)»"

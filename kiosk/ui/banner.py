@@ -27,7 +27,7 @@ from .texts import Texts
 from .widgets import BigButton, FitLabel, Painted
 
 #: The banner's height (dp), and how often (s) its edge pulses while a call rings.
-HEIGHT = 76
+HEIGHT = 68
 PULSE = 0.5
 
 

@@ -25,6 +25,7 @@ from kivy.core.window import Window
 from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
 
 from kiosk import events as ev
 from kiosk.commands import Action, screen_bindings
@@ -75,9 +76,14 @@ class IdentityStrip(Painted, BoxLayout):
         self.texts = texts
         self.labels = {line.id: line.label for line in profile.lines}
         name = profile.operator.name if hasattr(profile.operator, "name") else ""
-        self.operator = FitLabel(text=texts["operator"].format(name=name) if name else "", color=theme.TEXT_MUTED,
-                                 sizes=(13, 12, 11), size_hint_x=0.3 if name else 0.001)
+        self.operator = Label(text=texts["operator"].format(name=name) if name else "", color=theme.TEXT_MUTED,
+                              font_size=dp(12), size_hint_x=None, halign="left", valign="middle",
+                              shorten=True, shorten_from="right", split_str=" ")
         self.operator.bg_rgba = theme.BG
+        # as wide as its words, up to a third of the strip (a long name is shortened at a word end)
+        self.operator.texture_update()
+        self.operator.width = min(self.operator.texture_size[0] + dp(8), Window.width / 3)
+        self.operator.bind(size=lambda lb, s: setattr(lb, "text_size", s))
         self.lines = FitLabel(text="", markup=True, color=theme.TEXT, sizes=(13, 12, 11))
         self.lines.bg_rgba = theme.BG
         self.mic = FitLabel(text="", bold=True, color=theme.TEXT, sizes=(13, 12, 11), size_hint_x=None,
@@ -166,6 +172,7 @@ class Panel(Painted, BoxLayout):
         # --- the call table and the keypad that edits Number
         self.middle = BoxLayout(spacing=dp(6))
         self.table = CallTable(texts, self._pick, lambda: self.multi_on, on_menu=self.open_menu)
+        self._header_h = self.table.header.height
         self.keypad = Keypad(lambda c: self._act(lambda: frontend.key(c)),
                              lambda: self._act(lambda: frontend.key("delete")),
                              lambda: self._act(lambda: frontend.key("clear")),
@@ -199,6 +206,8 @@ class Panel(Painted, BoxLayout):
         self.banner = IncomingBanner(texts, self.answer_row, self.reject_row,
                                      {line.id: line.label for line in profile.lines})
         self.banner.home = self.table_column
+        # While the banner is docked above the table, the table's header gives it its place.
+        self.banner.bind(parent=lambda *_: self._show_header())
         self.bind(size=lambda *_: self._relayout())
         self._relayout()
 
@@ -224,9 +233,18 @@ class Panel(Painted, BoxLayout):
             self.keypad.width = 4 * dp(KEY_W) + 3 * dp(4)
             self.table_column.size_hint = (1, 1)
             key_h = (middle_h - 3 * dp(4)) / 4
-            if key_h > dp(KEY_MAX_H):  # a tall screen: keys keep their size, the table its rows
+            if key_h > dp(KEY_MAX_H):  # a tall screen: keys keep their size (at the top), the table its rows
                 self.keypad.size_hint = (None, None)
                 self.keypad.height = 4 * dp(KEY_MAX_H) + 3 * dp(4)
+                self.keypad.pos_hint = {"top": 1}
+            else:
+                self.keypad.pos_hint = {}
+
+    def _show_header(self) -> None:
+        header = self.table.header
+        docked = self.banner.parent is self.table_column
+        header.height = 0 if docked else self._header_h
+        header.opacity = 0 if docked else 1
 
     # --- wiring ----------------------------------------------------------------
 
@@ -302,8 +320,8 @@ class Panel(Painted, BoxLayout):
         if self.menu is not None:
             self.menu.dismiss()
         menu = RowMenu(self.texts, widget.data, row_id in self.selection,
-                       lambda key: self._menu_chose(row_id, key), multi=self.multi_on,
-                       available=getattr(self, "_available", None))
+                       lambda key: self._menu_chose(row_id, key), multi=self.multi_on)
+        # (not the desk's `available`: that is for the selected call, and the menu's row may be another)
         menu.row_id = row_id
         menu.bind(on_dismiss=lambda *_: self._menu_closed(menu))
         self.menu = menu
