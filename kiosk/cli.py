@@ -37,11 +37,10 @@ log = logging.getLogger("kiosk")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """journald with structured fields under systemd, else stderr; no known secret in any line (kiosk.journal)."""
+    from .journal import setup_logging
+
+    setup_logging(verbose)
 
 
 def sd_notify(message: str) -> None:
@@ -59,40 +58,48 @@ def sd_notify(message: str) -> None:
 
 
 def last_good_path(profile_path: Path) -> Path:
-    """Where the last profile that loaded cleanly is kept: beside it, so relative paths still work."""
-    return profile_path.parent / f".{profile_path.name}.last-good"
+    """Where the last profile that loaded cleanly is kept: the state directory (kiosk.reload.state_dir_for:
+    $KIOSK_STATE_DIR, systemd's StateDirectory, else beside the profile unless that is /etc)."""
+    from .reload import last_good_path as path_of
+
+    return path_of(profile_path)
 
 
-def load_good_profile(profile_path: Path) -> "Profile | None":
-    """The profile, or — when it has mistakes — the last good copy of it, so the unit never goes dark."""
-    import shutil
-
-    from .profile import ProfileError, load_profile
+def _load_good(profile_path: Path) -> "tuple[Profile, Path] | None":
+    """The profile and the file it came from (the profile, or its last good copy), or None."""
+    from .profile import ProfileError
+    from .reload import find_last_good, profile_from_bytes, read_profile_file, state_dir_for, write_last_good
 
     try:
-        profile = load_profile(profile_path)
+        data, mode = read_profile_file(profile_path)
+        profile = profile_from_bytes(data, profile_path, world_readable=bool(mode & 0o004))
     except ProfileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
             log.error("profile: %s", problem)
-        backup = last_good_path(profile_path)
-        if not backup.exists():
+        backup = find_last_good(profile_path)
+        if backup is None:
             print(f"kiosk: {profile_path} has mistakes and there is no last good profile to run on", file=sys.stderr)
             return None
         try:
-            profile = load_profile(backup)
+            # Its relative paths (password_file, ...) are the profile's: anchored at the profile's place.
+            profile = profile_from_bytes(read_profile_file(backup)[0], profile_path)
         except ProfileError:
             print(f"kiosk: the last good profile {backup} does not load either", file=sys.stderr)
             return None
         log.warning("running on the last good profile %s until %s is fixed", backup, profile_path)
-        return profile
-    try:
-        backup = last_good_path(profile_path)
-        shutil.copyfile(profile_path, backup)
-        os.chmod(backup, 0o600)
-    except OSError as exc:
+        return profile, backup
+    try:  # exactly the bytes validated, atomically, never into /etc
+        write_last_good(state_dir_for(profile_path), data, f"{profile_path} (start)")
+    except (OSError, ValueError) as exc:
         log.warning("cannot keep a last good copy of the profile: %s", exc)
-    return profile
+    return profile, profile_path
+
+
+def load_good_profile(profile_path: Path) -> "Profile | None":
+    """The profile, or — when it has mistakes — the last good copy of it, so the unit never goes dark."""
+    loaded = _load_good(profile_path)
+    return None if loaded is None else loaded[0]
 
 
 def agent_alive(agent: object, timeout: float = 5.0) -> bool:
@@ -123,9 +130,10 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     from .control import ControlServer
     from .desk import AgentError, Desk
 
-    profile = load_good_profile(profile_path)
-    if profile is None:
+    loaded = _load_good(profile_path)
+    if loaded is None:
         return 2
+    profile, loaded_from = loaded
     from .recordings import startup as recordings_startup
 
     try:  # before the agent: no recording is in progress, so every broken WAV is a crash's leftover
@@ -134,14 +142,22 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         log.error("recordings: start-up repair/retention failed in %s: %s", profile.recording.directory, exc)
     from .agent.thread import PjAgent
 
+    from .reload import ReloadService, Reloader, state_dir_for
+
     desk = Desk(profile, PjAgent(profile))
+    from .journal import REDACTOR
+
+    REDACTOR.add_profile(profile)
+    REDACTOR.watch(lambda: desk.profile)  # every profile's passwords and tokens, as reloads bring them
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # SIGHUP's default action ends the process and every call with it; until the
-    # unit reloads its profile on it, a stray hang-up signal is noted and ignored.
-    signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP received and ignored: the unit goes on "
-                                                        "(a profile reload is not implemented; restart the unit)"))
+    source = str(profile_path) if loaded_from == profile_path else f"{loaded_from} (last good copy of {profile_path})"
+    reloader = Reloader(desk, state_dir_for(profile_path), profile_path, source=source)
+    # SIGHUP, `kiosk ctl reload` and a change of the file on disk re-read the profile (kiosk.reload);
+    # the handler only writes to a pipe, the reload runs on its own thread.
+    reloads = ReloadService(reloader)
+    signal.signal(signal.SIGHUP, reloads.signal)
     try:
         desk.start()
     except AgentError as exc:
@@ -165,6 +181,44 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         # In this process, on the desk itself: a press is one desk.submit (never blocking
         # gpiozero's thread), as a touch is one request on the control socket.
         buttons = start_buttons(desk, profile.gpio)  # None, with a warning, when GPIO cannot be used
+
+    def rebind_keys(old: "Profile", new: "Profile") -> list[str]:
+        """A reload that changed [gpio]: the keys and LEDs are let go and taken again on the new pins."""
+        nonlocal buttons
+        if old.gpio == new.gpio:
+            return []
+        if buttons is not None:
+            buttons.close()
+            buttons = None
+        if any(pin is not None for pin in vars(new.gpio).values()):
+            from hw.buttons import start_buttons as start
+
+            buttons = start(desk, new.gpio)
+            return ["GPIO keys and LEDs rebound" if buttons is not None else "GPIO keys and LEDs are off (see the log)"]
+        return ["GPIO keys and LEDs released"]
+
+    reloader.hooks.append(rebind_keys)
+    try:
+        reloads.start()
+    except OSError as exc:  # no pipe: SIGHUP and the file watch are off, `kiosk ctl reload` still works
+        log.error("profile reload on SIGHUP and on file changes is off: %s", exc)
+    provisioner = None
+    if profile.provisioning is not None:
+        from .provisioning import Provisioner
+
+        # At start and every interval_minutes, on its own thread: a new file goes through apply_bytes.
+        provisioner = Provisioner(lambda: desk.profile.provisioning, reloader, state_dir_for(profile_path))
+        desk.provisioner = provisioner
+
+        def provision_after_reload(old: "Profile", new: "Profile") -> list[str]:
+            # SIGHUP / kiosk ctl reload / a file change put the local file in force over the
+            # server's profile: ask the server again now rather than at the next interval.
+            if threading.current_thread().name != "kiosk-provisioning":
+                provisioner.check_soon()
+            return []
+
+        reloader.hooks.append(provision_after_reload)
+        provisioner.start()
     log.info("unit running: profile %s, control socket %s", profile.path, profile.control.socket)
     hint = f"drive it with `kiosk ctl --socket {profile.control.socket} calls|dial NUMBER|answer|hangup|events`"
     show_panel = False
@@ -203,13 +257,19 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         # the GL driver or Kivy ends that process, never this one and its calls.
         from .ui.supervisor import PanelSupervisor, fullscreen_wanted
 
-        panel = PanelSupervisor(profile.control.socket, profile.path, fullscreen_wanted())
+        # The panel reads the file itself: the profile, or the last good copy beside it it runs on.
+        panel_profile = loaded_from if loaded_from.parent == profile_path.parent else profile_path
+        panel = PanelSupervisor(profile.control.socket, panel_profile, fullscreen_wanted())
         panel.start()
     try:
         watchdog()
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # stopping: a late SIGHUP must not end the process
+        if provisioner is not None:
+            provisioner.stop()
+        reloads.stop()
         if panel is not None:
             panel.stop()
         if buttons is not None:

@@ -153,6 +153,10 @@ COMMANDS: dict[str, Command] = _table(
             (Arg("state", "str", "on, off or toggle", choices=("on", "off", "toggle"), default="toggle"),),
             (Action("mute", "mute", {"state": "toggle"}, screen="mute"),)),
     Command("recordings", "the recordings kept on this unit, newest first", reads=True),
+    Command("reload", "read the profile file again and apply it (calls on lines that stay go on); "
+                      "prints what changed, what waits for a call to end and what needs a restart"),
+    Command("status", "the unit's health: version, uptime, profile in force, lines, calls, agent, recordings "
+                      "disk, last provisioning check and last reload", reads=True),
 )
 
 #: Not a desk command: it turns the connection into the desk's event stream.
@@ -256,3 +260,11 @@ class CommandMethods:
 
     def recordings(self) -> Any:
         return self.run("recordings")
+
+    def reload(self) -> Any:
+        """Read the profile again and apply it; the outcome's data is the reload's result."""
+        return self.run("reload")
+
+    def status(self) -> Any:
+        """The unit's health (kiosk.status); the outcome's data is what `kiosk ctl status` prints."""
+        return self.run("status")

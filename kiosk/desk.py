@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import dataclasses
 import itertools
 import logging
 import threading
@@ -103,6 +104,9 @@ class Agent(Protocol):
     def conference(self, calls: list[int]) -> Future[None]: ...
     def record(self, call: int, path: str | None) -> Future[None]: ...
     def mute(self, on: bool) -> Future[None]: ...
+    # Optional (an agent without it has nothing of the profile to follow): take a reloaded
+    # profile; the Future holds what still waits for a call to end, in words.
+    # def apply_profile(self, profile: Profile) -> Future[list[str]]: ...
 
 
 @dataclass
@@ -220,6 +224,16 @@ class Outcome:
                 "row": self.row, "command": self.command}
 
 
+def _fields(row: "Row", action: str | None = None, event: str | None = None) -> dict[str, Any]:
+    """The journal fields of a log line about a call row: ROW, LINE, and ACTION (the operator's) or EVENT."""
+    fields: dict[str, Any] = {"ROW": row.id, "LINE": row.line}
+    if action:
+        fields["ACTION"] = action
+    if event:
+        fields["EVENT"] = event
+    return fields
+
+
 class _FromField(str):
     """A number taken from the Number field (not given with the action): consumed when used."""
 
@@ -300,6 +314,17 @@ class Desk(CommandMethods):
         # because a profile may be swapped for the last good one.
         self.recording_files = Recordings(lambda: self.profile.recording, lambda: self.profile.operator.name,
                                           self._record_stop_low_space)
+        #: The profile last asked for (a reload's, as the running unit can take it); `profile` is what is
+        #: in force, which differs from it only by lines whose change waits for their calls to end.
+        self.wanted_profile = profile
+        #: Line id -> "removed" or "changed": lines kept as they were until their calls end.
+        self.pending_lines: dict[str, str] = {}
+        #: The unit's kiosk.reload.Reloader, for the `reload` command (None: this desk cannot reload).
+        self.reloader: Any = None
+        self._agent_apply: Future[Any] | None = None  # the agent's part of the last apply_profile
+        self.started = time.time()  # for `kiosk ctl status`: the unit's uptime
+        #: The unit's kiosk.provisioning.Provisioner (None: not provisioned from a server).
+        self.provisioner: Any = None
         self._loop = asyncio.new_event_loop()
         self._change: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._run_loop, name="kiosk-desk", daemon=True)
@@ -497,7 +522,8 @@ class Desk(CommandMethods):
 
     def _refuse(self, action: str, why: Refusal, command: int | None = None) -> Outcome:
         message = why.message(action)
-        log.info("refused %s: %s", action, message)
+        log.info("refused %s: %s", action, message,
+                 extra={"ACTION": action, "ROW": why.row, "OUTCOME": "refused", "CODE": why.code})
         self._notice(action, message, why.row, why.code, why.params)
         self._emit(ev.ActionFailed(action, message, why.row, why.code, why.params, command or self._command_id()))
         return Outcome(False, message, code=why.code, params=why.params, action=action, row=why.row)
@@ -509,7 +535,7 @@ class Desk(CommandMethods):
 
     def _alert(self, code: str, **params: Any) -> None:
         message = i18n.message(code, params)
-        log.warning("alert: %s", message)
+        log.warning("alert: %s", message, extra={"EVENT": "alert", "ROW": params.get("row"), "CODE": code})
         self._notice("alert", message, params.get("row"), code, params)
         self._emit(ev.Alert(message, code, params))
 
@@ -591,15 +617,18 @@ class Desk(CommandMethods):
 
     def _snapshot(self) -> dict[str, Any]:
         self._refresh_available()  # a change of this very turn is in it
+        labels = {line.id: line.label for line in self.profile.lines}
         return {
             "line": self.line,
             "number": self.number,
             "route": self.route,
             "lines": [
-                {"id": s.line, "registered": s.registered, "code": s.code, "reason": s.reason}
+                {"id": s.line, "registered": s.registered, "code": s.code, "reason": s.reason,
+                 "label": labels.get(s.line, s.line)}
                 for s in self.registered.values()
             ],
             "routes": [r.id for r in self.profile.routes],
+            "labels": {"lines": labels, "routes": {r.id: r.label for r in self.profile.routes}},
             "calls": [self._row_json(row) for row in self.rows.values()],
             "selection": list(self.selection),
             "muted": self.muted,
@@ -681,6 +710,8 @@ class Desk(CommandMethods):
         }
 
     def _can_line(self, line_id: str, row: int | None = None) -> Refusal | None:
+        if self.pending_lines.get(line_id) == "removed":
+            return refusal("line_being_removed", row, line=line_id)
         state = self.registered.get(line_id)
         if state is not None and not state.registered:
             reason: Any = state.reason
@@ -849,7 +880,7 @@ class Desk(CommandMethods):
 
     async def _set(self, name: str, value: str) -> Outcome:
         if name == "line":
-            ids = [line.id for line in self.profile.lines]
+            ids = self._usable_lines()
             if value not in ids:
                 return self._refuse("set", refusal("unknown_line", value=value, lines=", ".join(ids)))
             self.line = value
@@ -914,6 +945,173 @@ class Desk(CommandMethods):
             return f"sip:{number}"
         return f"sip:{prefix}{number}@{self.profile.line(line_id).domain}"
 
+    # --- the profile: a reload applied live (loop) ---------------------------
+
+    def _usable_lines(self) -> list[str]:
+        """The lines a new call may use: the profile's, but not one being removed."""
+        return [line.id for line in self.profile.lines if self.pending_lines.get(line.id) != "removed"]
+
+    def apply_profile(self, new: Profile) -> list[str]:
+        """Put a reloaded profile in force (on the desk loop; from another thread it is run there).
+
+        Everything is taken at once but a line that has a call and was removed or changed in
+        SIP terms: it is kept as it is (with its new label) until its last call ends, then
+        changed or removed (`pending_lines`). Returns what waits, in words. The caller has
+        already kept the keys that need a restart as they were (kiosk.reload.in_force).
+        """
+        if not self.on_loop():
+            return self.on_desk(self.apply_profile, new)
+        self.wanted_profile = new
+        waiting = self._put_in_force()
+        return waiting
+
+    def _effective(self, wanted: Profile) -> tuple[Profile, dict[str, str]]:
+        """The profile that can be in force now, and the lines that wait for their calls."""
+        old = self.profile
+        busy = {row.line for row in self.rows.values()}
+        before = {line.id: line for line in old.lines}
+        wanted_ids = {line.id for line in wanted.lines}
+        pending: dict[str, str] = {}
+        lines = []
+        for line in wanted.lines:
+            prev = before.get(line.id)
+            # (A new register_expires alone is the agent's to apply when the line has no call.)
+            if prev is not None and line.id in busy and _line_sip(prev) != _line_sip(line):
+                lines.append(dataclasses.replace(prev, label=line.label))  # as it was, but its new label
+                pending[line.id] = "changed"
+            else:
+                lines.append(line)
+        for line_id, prev in before.items():
+            if line_id not in wanted_ids and line_id in busy:
+                lines.append(prev)
+                pending[line_id] = "removed"
+        return dataclasses.replace(wanted, lines=tuple(lines)), pending
+
+    def _put_in_force(self) -> list[str]:
+        """Make the profile in force follow `wanted_profile` as far as the calls allow (loop)."""
+        old = self.profile
+        effective, pending = self._effective(self.wanted_profile)
+        self.profile, self.pending_lines = effective, pending
+        old_lines = {line.id: line for line in old.lines}
+        for line in effective.lines:
+            prev = old_lines.get(line.id)
+            if prev is None or _line_sip(prev) != _line_sip(line):  # a new or changed account: it registers
+                self.registered[line.id] = ev.LineState(line.id, False, 0, NOT_YET)
+        for line_id in list(self.registered):
+            if not any(line.id == line_id for line in effective.lines):
+                del self.registered[line_id]
+        # Line and Route: what was chosen stays, unless it is gone.
+        line, route = self.line, self.route
+        route_ids = [r.id for r in effective.routes]
+        usable = self._usable_lines()
+        if route and route not in route_ids:
+            default = effective.sip.default_route
+            route = default if default in route_ids else (route_ids[0] if route_ids else "")
+        if route:
+            line = effective.route(route).line
+        elif line not in usable:
+            line = usable[0] if usable else line
+        if (line, route) != (self.line, self.route):
+            self.line, self.route = line, route
+            self._params_changed()
+        for row in list(self.rows.values()):  # labels, route prefixes: every row is shown again
+            self._changed(row)
+        self._update_available()
+        apply = getattr(self.agent, "apply_profile", None)
+        if apply is not None:
+            try:
+                self._agent_apply = apply(effective)
+            except Exception as exc:  # the agent's bug must not stop the desk's part
+                log.exception("agent: apply_profile failed")
+                fut: Future[Any] = Future()
+                fut.set_exception(exc)
+                self._agent_apply = fut
+        else:
+            self._agent_apply = None
+        waiting = []
+        for line_id, what in pending.items():
+            calls = sorted(r.id for r in self.rows.values() if r.line == line_id)
+            on = ", ".join(str(c) for c in calls)
+            if what == "removed":
+                waiting.append(f"line {line_id}: removed when its calls end (calls {on}); it takes no new call")
+            else:
+                waiting.append(f"line {line_id}: registers again with the new settings when its calls end "
+                               f"(calls {on})")
+        return waiting
+
+    def agent_confirmed(self, timeout: float) -> list[str] | None:
+        """What the agent still waits for after the last apply_profile (any thread but the loop);
+        None when it has not answered within `timeout` or failed."""
+        fut = self._agent_apply
+        if fut is None:
+            return []
+        try:
+            return list(fut.result(timeout))
+        except Exception as exc:
+            log.warning("agent: the new profile is not confirmed: %s", exc)
+            return None
+
+    def _settle_pending_lines(self) -> None:
+        """A call ended: a line waiting for its calls to end is changed or removed now (loop)."""
+        if not self.pending_lines:
+            return
+        busy = {row.line for row in self.rows.values()}
+        ready = {line_id: what for line_id, what in self.pending_lines.items() if line_id not in busy}
+        if not ready:
+            return
+        before = dict(self.pending_lines)
+        waiting = self._put_in_force()
+        done = [line_id for line_id in ready if line_id not in self.pending_lines]
+        if not done:
+            return
+        from . import reload  # its English words for these codes, until the catalogues have them
+
+        applied, alerts = [], []
+        for line_id in done:
+            if before[line_id] == "removed":
+                applied.append(f"line {line_id} removed")
+                alerts.append(reload._alert("line_removed", line=line_id))
+            else:
+                applied.append(f"line {line_id}: registers again with its new settings")
+                alerts.append(reload._alert("line_changed", line=line_id))
+        self.announce(None, alerts)
+        log.info("profile: %s now that the calls have ended", "; ".join(applied))
+        self._emit(ev.ProfileChanged("calls ended", tuple(applied), tuple(waiting)))
+
+    def announce(self, event: ev.Event | None, alerts: list[ev.Alert]) -> None:
+        """Tell every front-end about a reload: its alerts (kept in `notices` too), then the event (loop)."""
+        for a in alerts:
+            log.warning("alert: %s", a.message)
+            self._notice("alert", a.message, None, a.code, dict(a.params))
+            self._emit(a)
+        if event is not None:
+            self._emit(event)
+
+    async def _status(self) -> Outcome:
+        """The unit's health for `kiosk ctl status` (kiosk.status), put together off the loop."""
+        from .status import build_status
+
+        # Not accepted first: the reply is the status itself, within ANSWER_TIMEOUT (2 s) or so. It asks
+        # the agent and walks the recordings, so not on the loop.
+        data = await self._loop.run_in_executor(None, lambda: build_status(
+            self, started=self.started, reloader=self.reloader, provisioner=self.provisioner))
+        return Outcome(True, data=data, action="status")
+
+    async def _reload(self) -> Outcome:
+        """Read the profile file again and apply it (`kiosk ctl reload`)."""
+        reloader = self.reloader
+        if reloader is None:
+            return self._refuse("reload", refusal("not_available", command="reload"))
+        self._accept()  # reading, validating and the agent's part happen off the loop
+        result = await self._loop.run_in_executor(None, lambda: reloader.reload_file("kiosk ctl reload"))
+        if result.ok:
+            return Outcome(True, data=result.as_json(), action="reload")
+        # Already said to every front-end (an alert): the reply only carries it to the caller,
+        # with every mistake on a line of its own (kiosk ctl prints them all).
+        reason = result.message + "".join(f"\n  {error}" for error in result.errors)
+        return Outcome(False, reason, data=result.as_json(), code=result.code,
+                       params=dict(result.params), action="reload")
+
     # --- calls (loop) ------------------------------------------------------
 
     async def _dial(self, number: str | None = None) -> Outcome:
@@ -938,7 +1136,7 @@ class Desk(CommandMethods):
         held = await self._hold_others("answer", target.id)
         if isinstance(held, Outcome):
             return held
-        log.info("row %d: answer", target.id)
+        log.info("row %d: answer", target.id, extra=_fields(target, "answer"))
         self._select_row(target.id)
         failed = await self._wait("answer", self.agent.answer(target.id), target.id)
         if failed:
@@ -969,7 +1167,7 @@ class Desk(CommandMethods):
         target = self._one() if row is None else (self.rows.get(row) or self._no_row(row))
         if isinstance(target, Refusal):
             return self._refuse("hangup", target)
-        log.info("row %d: hang up", target.id)
+        log.info("row %d: hang up", target.id, extra=_fields(target, "hangup"))
         self._step(row=target.id)
         return (await self._wait("hangup", self.agent.hangup(target.id), target.id)
                 or Outcome(True, data={"row": target.id}))
@@ -980,7 +1178,7 @@ class Desk(CommandMethods):
         row = self._pre_hold()
         if isinstance(row, Refusal):
             return self._refuse("hold", row)
-        log.info("row %d: hold", row.id)
+        log.info("row %d: hold", row.id, extra=_fields(row, "hold"))
         self._step(row=row.id)
         return await self._wait("hold", self.agent.hold(row.id), row.id) or Outcome(True, data={"row": row.id})
 
@@ -999,7 +1197,7 @@ class Desk(CommandMethods):
             failed = await self._wait("connect", self.agent.unhold(rid), rid)
             if failed:
                 return failed
-        log.info("row %d: connect", row.id)
+        log.info("row %d: connect", row.id, extra=_fields(row, "connect"))
         return await self._wait("connect", self.agent.unhold(row.id), row.id) or Outcome(True, data={"row": row.id})
 
     async def _hold_others(self, action: str, keep: int | None) -> list[int] | Outcome:
@@ -1044,7 +1242,7 @@ class Desk(CommandMethods):
         self._set_note(row, "note_transferring", to=uri)
         self._changed(row)
         self._step(row=row.id, to=uri)
-        log.info("row %d: quick transfer to %s", row.id, uri)
+        log.info("row %d: quick transfer to %s", row.id, uri, extra=_fields(row, action))
         failed = await self._wait(action, self.agent.transfer(row.id, uri), row.id)
         if failed:
             self.transfers.pop(row.id, None)
@@ -1099,7 +1297,8 @@ class Desk(CommandMethods):
         self._set_note(hrow, "note_transferring", to=crow.remote)
         self._changed(hrow)
         self._step(row=held, to=consult)
-        log.info("row %d: confirm transfer to row %d", held, consult)
+        log.info("row %d: confirm transfer to row %d", held, consult,
+                 extra={**_fields(hrow, action), "CONSULT_ROW": consult})
         failed = await self._wait(action, self.agent.transfer_replaces(held, consult), held)
         if failed:
             self.transfers.pop(held, None)
@@ -1210,7 +1409,8 @@ class Desk(CommandMethods):
             failed = await self._wait(action, self.agent.unhold(rid), rid)
             if failed:
                 return failed
-        log.info("conference: rows %s", members)
+        log.info("conference: rows %s", members,
+                 extra={"ACTION": action, "ROWS": " ".join(str(m) for m in members)})
         return Outcome(True, data={"conference": members})
 
     async def _pickup(self, number: str | None = None) -> Outcome:
@@ -1272,6 +1472,7 @@ class Desk(CommandMethods):
         if isinstance(row, Refusal):
             return self._refuse(name, row)
         self._step(row=row.id)
+        log.info("row %d: %s recording", row.id, action, extra=_fields(row, name))
         if action == "start":
             try:
                 path = self._begin_recording(row)
@@ -1306,7 +1507,7 @@ class Desk(CommandMethods):
         if failed:
             return failed
         self.muted = on
-        log.info("microphone %s", "muted" if on else "on")
+        log.info("microphone %s", "muted" if on else "on", extra={"ACTION": "mute", "MUTED": int(on)})
         self._emit(ev.MuteChanged(on))  # every front-end shows it, whoever pressed
         return Outcome(True, data={"muted": on})
 
@@ -1382,7 +1583,7 @@ class Desk(CommandMethods):
         # The agent's own events about the row queue behind this step, so the row's
         # "dialling" still comes first.
         fut = self.agent.dial(row.id, line_id, uri, route_id)
-        log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id)
+        log.info("row %d: %s: dial %s on line %s", row.id, action, uri, line_id, extra=_fields(row, action))
         self._step(row=row.id, uri=uri)
         self._changed(row)
         self._emit(ev.SelectionChanged(tuple(self.selection)))
@@ -1421,15 +1622,21 @@ class Desk(CommandMethods):
         """Turn what the agent saw into table changes and desk events."""
         try:
             if isinstance(event, ev.LineState):
+                if not any(line.id == event.line for line in self.profile.lines):
+                    log.debug("line %s: %s (a line no longer in the profile)", event.line, event.reason)
+                    return
                 self.registered[event.line] = event
                 log.info("line %s: %s (%s %s)", event.line,
-                         "registered" if event.registered else "not registered", event.code, event.reason)
+                         "registered" if event.registered else "not registered", event.code, event.reason,
+                         extra={"EVENT": "registered" if event.registered else "unregistered", "LINE": event.line,
+                                "SIP_STATUS": event.code})
                 self._emit(event)
             elif isinstance(event, ev.IncomingCall):
                 row = Row(event.call, event.line, "in", event.remote, "ringing")
                 alone = not self.rows
                 self.rows[row.id] = row
-                log.info("row %d: incoming from %s on line %s", row.id, row.remote, row.line)
+                log.info("row %d: incoming from %s on line %s", row.id, row.remote, row.line,
+                         extra=_fields(row, event="incoming"))
                 self._changed(row)
                 if alone and not self.selection:  # the only call: what the panel's actions apply to, shown so
                     self._select_row(row.id)
@@ -1454,7 +1661,8 @@ class Desk(CommandMethods):
             elif isinstance(event, ev.TransferProgress):
                 self._transfer_progress(event)
             elif isinstance(event, ev.Alert):
-                log.warning("alert: %s", event.message)
+                log.warning("alert: %s", event.message,
+                            extra={"EVENT": "alert", "ROW": event.params.get("row"), "CODE": event.code})
                 self._notice("alert", event.message, event.params.get("row"), event.code, dict(event.params))
                 self._emit(event)
         finally:
@@ -1487,7 +1695,8 @@ class Desk(CommandMethods):
             row.state = self._talk_state(row)
         else:
             row.state = event.state
-        log.info("row %d: %s %s", row.id, row.state, event.code or "")
+        log.info("row %d: %s %s", row.id, row.state, event.code or "",
+                 extra={**_fields(row, event=event.state), "SIP_STATUS": event.code or None})
         self._changed(row)
 
     def _talk_state(self, row: Row) -> str:
@@ -1518,7 +1727,7 @@ class Desk(CommandMethods):
         self.transfer_deadline.pop(event.call, None)
         status = f"{event.code} {event.reason}"
         if 200 <= event.code < 300:
-            log.info("row %d: transfer done, leaving the call", row.id)
+            log.info("row %d: transfer done, leaving the call", row.id, extra=_fields(row, event="transferred"))
             self.agent.hangup(row.id)  # not waited: the loop never waits on the agent
             if transfer.consult is not None:
                 # B and C are now talking to each other: our leg to C is no
@@ -1573,9 +1782,10 @@ class Desk(CommandMethods):
             self.agent.hangup(row_id)
 
     def _drop(self, row_id: int, reason: str) -> None:
-        if self.rows.pop(row_id, None) is None:
+        gone = self.rows.pop(row_id, None)
+        if gone is None:
             return
-        log.info("row %d: ended (%s)", row_id, reason)
+        log.info("row %d: ended (%s)", row_id, reason, extra={**_fields(gone, event="ended"), "REASON": reason})
         # The agent released the call's recorder: complete its files in the background.
         self.recording_files.finish(row_id, f"call ended: {reason}" if reason else "call ended")
         self.ended_reasons[row_id] = reason
@@ -1629,6 +1839,13 @@ class Desk(CommandMethods):
         self._notify()
         self._emit(ev.RowRemoved(row_id, reason))
         self._update_available()
+        if self.pending_lines:
+            self._loop.call_soon(self._settle_pending_lines)
+
+
+def _line_sip(line: Any) -> tuple[Any, ...]:
+    """What of a line its SIP account is made of (a change of it re-registers the line)."""
+    return (line.uri, line.registrar, line.username, line.password, line.proxy)
 
 
 def _why(result: Any) -> Refusal | None:

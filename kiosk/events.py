@@ -183,6 +183,24 @@ class Alert(Event):
     kind = "alert"
 
 
+@dataclass(frozen=True)
+class ProfileChanged(Event):
+    """A new profile is in force (a reload: SIGHUP, `kiosk ctl reload`, the file changed, provisioning),
+    or a change that waited for a call has now been made.
+
+    `applied`: what changed, in plain words; `waiting`: what waits for a call to end (a changed
+    line registers again, a removed line goes); `restart`: what was changed in the file but takes
+    effect only when the unit restarts. A front-end that shows lines, routes or labels reads the
+    snapshot again (`kiosk ctl calls`).
+    """
+
+    source: str
+    applied: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ()
+    kind = "profile"
+
+
 # --- front-end side: the unit seen over the control socket -----------------
 
 

@@ -13,8 +13,10 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,34 @@ class Gpio:
     led_recording: int | None = None
 
 
+#: The placeholders a provisioning URL may hold, with the sample values its check fills in.
+PROVISIONING_PLACEHOLDERS = {"mac": "001122aabbcc", "hostname": "desk-01"}
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """Where and how often the unit fetches its profile (see kiosk.provisioning).
+
+    The token and the basic-auth password are read from their files when the
+    profile is loaded, like the lines' passwords, and never shown (repr=False).
+    """
+
+    url: str  # https://prov.example.org/kiosk/{mac}.toml: the {mac} and {hostname} placeholders filled per unit
+    interval_minutes: int = 60
+    timeout_seconds: int = 10
+    ca_file: Path | None = None  # None: the system's certificate store
+    token_file: Path | None = None
+    token: str = field(default="", repr=False)  # "Authorization: Bearer <token>"
+    username: str | None = None  # basic auth, with the password of password_file
+    password_file: Path | None = None
+    password: str = field(default="", repr=False)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never reach a log line."""
+        return tuple(v for v in (self.token, self.password) if v)
+
+
 @dataclass(frozen=True)
 class Profile:
     path: Path
@@ -138,6 +168,7 @@ class Profile:
     control: Control = Control()
     audio: Audio = Audio()
     gpio: Gpio = Gpio()
+    provisioning: Provisioning | None = None
 
     def line(self, line_id: str) -> Line:
         for line in self.lines:
@@ -679,6 +710,8 @@ _SECTIONS = {
         "hold", "connect", "transfer", "conference", "record",
         "answer", "hangup", "led_ringing", "led_recording",
     ),
+    "provisioning": ("url", "interval_minutes", "timeout_seconds", "ca_file", "token_file", "username",
+                     "password_file"),
 }
 _ARRAYS = ("line", "route")
 
@@ -875,6 +908,7 @@ class _Builder:
         control = Control(self.path_value(self.table(data, "control"), "control", "socket", '"/run/kiosk/control.sock"', Control.socket))
         audio = self.audio(self.table(data, "audio"))
         gpio = self.gpio(self.table(data, "gpio"))
+        provisioning = self.provisioning(data)
 
         if self.problems:
             self.problems.sort(key=lambda p: (p.line is None, p.line or 0))
@@ -882,6 +916,7 @@ class _Builder:
         return Profile(
             path=self.path, operator=operator, sip=sip, lines=tuple(lines), routes=tuple(routes),
             recording=recording, pickup=pickup, control=control, audio=audio, gpio=gpio,
+            provisioning=provisioning,
         )
 
     def operator(self, t: Mapping[str, Any]) -> Operator:
@@ -1172,6 +1207,162 @@ class _Builder:
                 used[pin] = name
             pins[name] = pin
         return Gpio(**pins)
+
+    # -- [provisioning] --
+
+    def provisioning(self, data: Mapping[str, Any]) -> Provisioning | None:
+        if "provisioning" not in data:
+            return None
+        t = self.table(data, "provisioning")
+        for inline, home in (("token", "token_file"), ("password", "password_file")):
+            if inline in t:  # table() already said "unknown key"; say where the secret goes instead
+                self.problems = [p for p in self.problems if p.key != f"provisioning.{inline}"]
+                self.problem(f"provisioning.{inline}",
+                             f'a secret is never written in the profile; put it in a file of its own (chmod 640) '
+                             f'and name that file: {home} = "secrets/provisioning.{inline}"')
+        url = self.provisioning_url(t)
+        interval = self.integer(t, "provisioning", "interval_minutes", "60", lo=1, hi=7 * 24 * 60,
+                                default=Provisioning.interval_minutes, unit=" of minutes")
+        timeout = self.integer(t, "provisioning", "timeout_seconds", "10", lo=1, hi=120,
+                               default=Provisioning.timeout_seconds, unit=" of seconds")
+        ca_file = self.ca_file(t)
+        token_file = self.path_value(t, "provisioning", "token_file", '"secrets/provisioning.token"', None)
+        username = self.text(t, "provisioning", "username", '"desk-01"')
+        password_file = self.path_value(t, "provisioning", "password_file", '"secrets/provisioning.pass"', None)
+        if username not in (None, _BAD) and (":" in username or " " in username):
+            self.problem("provisioning.username", f'must be a user name without ":" or spaces (basic auth cannot '
+                                                  f'carry them), like "desk-01", got {_show(username)}')
+            username = _BAD
+        token = password = ""
+        if token_file is not None and (username is not None or password_file is not None):
+            self.problem("provisioning.token_file", "give either token_file (a bearer token) or username and "
+                                                    "password_file (basic auth), not both; keep the one the "
+                                                    "server expects")
+        elif token_file is not None:
+            value = self.read_secret_file("provisioning.token_file", token_file, "the bearer token")
+            if value is not _BAD and not _TOKEN.fullmatch(value):
+                self.problem("provisioning.token_file", f"{token_file} must hold one bearer token: letters, digits "
+                                                        "and -._~+/= only, without spaces")
+                value = _BAD
+            token = "" if value is _BAD else value
+        elif username is not None and password_file is None:
+            self.problem("provisioning.password_file", 'is missing: basic auth needs the password too; add '
+                                                       'password_file = "secrets/provisioning.pass"')
+        elif password_file is not None and username is None:
+            self.problem("provisioning.username", 'is missing: password_file is for basic auth, which needs the '
+                                                  'user name too; add username = "desk-01"')
+        elif password_file is not None:
+            value = self.read_secret_file("provisioning.password_file", password_file, "the basic-auth password")
+            password = "" if value is _BAD else value
+        if url is _BAD or interval is _BAD or timeout is _BAD or ca_file is _BAD or username is _BAD:
+            return None  # the problem is recorded: the profile is refused anyway
+        return Provisioning(url=url, interval_minutes=interval, timeout_seconds=timeout, ca_file=ca_file,
+                            token_file=token_file, token=token, username=username, password_file=password_file,
+                            password=password)
+
+    def provisioning_url(self, t: Mapping[str, Any]) -> Any:
+        example = '"https://prov.example.org/kiosk/{mac}.toml"'
+        url = self.text(t, "provisioning", "url", example, required=True)
+        if url is _BAD:
+            return _BAD
+        reason = _provisioning_url_problem(url)
+        if reason:
+            self.problem("provisioning.url", f"must be an https:// URL like {example}, got {_show(url)} ({reason})")
+            return _BAD
+        return url
+
+    def ca_file(self, t: Mapping[str, Any]) -> Any:
+        file = self.path_value(t, "provisioning", "ca_file", '"/etc/kiosk/prov-ca.pem"', None)
+        if file is None:
+            return None
+        key = "provisioning.ca_file"
+        try:
+            if not file.is_file():
+                self.problem(key, f"{file} is {'a directory' if file.is_dir() else 'missing'}; name the PEM file "
+                                  "of the CA that signed the provisioning server's certificate (leave ca_file out "
+                                  "to use the system's store)")
+                return _BAD
+            context = ssl.create_default_context(cafile=str(file))
+        except ssl.SSLError as e:
+            self.problem(key, f"{file} holds no certificate this unit can read ({e.reason or e}); it must be the "
+                              "CA's certificate in PEM form (-----BEGIN CERTIFICATE-----)")
+            return _BAD
+        except (OSError, ValueError) as e:
+            self.problem(key, f"cannot read {file}: {_os_reason(e)}; make it readable by kiosk's user")
+            return _BAD
+        if not context.get_ca_certs():
+            self.problem(key, f"{file} holds no CA certificate (a server's own certificate is not enough); give the "
+                              "certificate of the CA that signed it, in PEM form")
+            return _BAD
+        return file
+
+    def read_secret_file(self, key: str, file: Path, what: str) -> Any:
+        """The one line of a secret file (token, password), after checking that other users cannot read it."""
+        try:
+            st = file.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
+                self.problem(key, f"{file} is not a small regular file; it should hold just {what}")
+                return _BAD
+            raw = file.read_bytes()
+        except (OSError, ValueError) as e:
+            self.problem(key, f"cannot read {file}: {_os_reason(e)}; create it with {what}, readable by kiosk's "
+                              "user (chmod 640)")
+            return _BAD
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.problem(key, f"{file} is not UTF-8 text; it should hold just {what}")
+            return _BAD
+        if st.st_mode & 0o004:
+            self.problem(key, f"{file} holds {what} but every user on the unit can read it; run chmod 640 {file}")
+        if not value:
+            self.problem(key, f"{file} is empty; put {what} in it")
+            return _BAD
+        if "\n" in value or not value.isprintable():
+            self.problem(key, f"{file} must hold {what} on one line, without control characters")
+            return _BAD
+        return value
+
+
+#: RFC 6750's b64token: what a bearer token may be made of.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _provisioning_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the provisioning URL, or None when it can."""
+    if any(c.isspace() for c in url):
+        return "it contains spaces"
+    names = re.findall(r"\{([^{}]*)\}", url)
+    for name in names:
+        if name not in PROVISIONING_PLACEHOLDERS:
+            near = _nearest(name, PROVISIONING_PLACEHOLDERS)
+            hint = f"did you mean {{{near}}}?" if near else "the placeholders are {mac} and {hostname}"
+            return f"unknown placeholder {{{name}}}; {hint}"
+    sample = url
+    for name, value in PROVISIONING_PLACEHOLDERS.items():
+        sample = sample.replace("{" + name + "}", value)
+    if "{" in sample or "}" in sample:
+        return "a { or } that is no placeholder; the placeholders are {mac} and {hostname}"
+    try:
+        parts = urllib.parse.urlsplit(sample)
+        port = parts.port
+    except ValueError as e:
+        return str(e)
+    if parts.scheme.lower() == "http":
+        return "plain http would carry the profile, its SIP passwords included, in clear; use https://"
+    if parts.scheme.lower() != "https":
+        return "it does not start with https://"
+    if "@" in parts.netloc:
+        return "no user name or password in the URL: put them in username and password_file"
+    host = parts.hostname or ""
+    reason = _host_problem(f"[{host}]" if ":" in host else host, brackets=True)
+    if reason:
+        return reason
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is outside 1-65535"
+    if parts.fragment or sample.endswith("#"):
+        return "a #fragment is never sent to the server; remove it"
+    return None
 
 
 #: The placeholder passwords of the example profile (kiosk/examples/secrets/*.pass).

@@ -318,7 +318,8 @@ def test_line_registration_shows_in_the_snapshot(desk: Desk, agent: FakeAgent, s
     lines = {s["id"]: s for s in desk.snapshot()["lines"]}
 
     assert lines["op1"]["registered"] is True
-    assert lines["op2"] == {"id": "op2", "registered": False, "code": 408, "reason": "Request Timeout"}
+    assert lines["op2"] == {"id": "op2", "registered": False, "code": 408, "reason": "Request Timeout",
+                            "label": "Operator 2"}
     assert seen == [ev.LineState("op2", False, 408, "Request Timeout")]
 
 

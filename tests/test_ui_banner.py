@@ -212,3 +212,21 @@ def _walk(widget: Any) -> Iterator[Any]:
     yield widget
     for child in widget.children:
         yield from _walk(child)
+
+
+def test_a_new_profile_shows_its_routes_and_labels_without_a_restart(panel: Panel, desk: Desk) -> None:
+    from kiosk import events as ev
+    from kiosk.profile import Line, Route
+
+    profile = desk.profile
+    lines = tuple(dataclasses.replace(line, label=f"{line.label} (new)") if line.id == "op1" else line
+                  for line in profile.lines)
+    routes = (*profile.routes, Route("intl", "International", "op1", prefix="810"))
+    assert isinstance(lines[0], Line)
+    desk.apply_profile(dataclasses.replace(profile, lines=lines, routes=routes))
+    desk.on_desk(lambda: desk.announce(ev.ProfileChanged("test", ["a route, a label"], []), []))
+    pump(panel)
+    pump(panel)
+    assert ("intl", "International") in panel.route_choice.options
+    assert "Operator 1 (new): registered" in panel.identity.lines.text
+    assert "Operator 1 (new)" in panel.line_choice.text

@@ -116,6 +116,7 @@ class KCall(pj.Call):
                  pj_call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, pj_call_id)
         self.agent = agent
+        self.account = account  # a line's account is kept (and never deleted) while a call is on it
         self.id = call_id
         self.direction = direction
         self.ended = False

@@ -267,6 +267,7 @@ class LineWatch:
     acc: "LineAccount"
     server: Server
     target: str  # the Request-URI of the probes: the line's AOR, or the server itself
+    uri: str = ""  # the line's AOR when the watch was made (a reload that changes it makes a new watch)
     aor: bool = True  # probing the AOR (so that a forgotten registration shows)
     up: bool | None = None  # None until the server answered or failed once
     next_probe: float = 0.0
@@ -280,6 +281,9 @@ class LineWatch:
     timed_out: bool = False
     off: bool = False  # the server answers REGISTER but never OPTIONS: no keep-alives for it
     late: list[Probe] = field(default_factory=list)  # given up on, but a late answer still tells "up"
+
+    def __post_init__(self) -> None:
+        self.uri = self.uri or self.target
 
     @property
     def line(self) -> str:
@@ -306,13 +310,33 @@ class Keepalive:
         self._checks: dict[int, tuple["LineAccount", Probe, float]] = {}  # call id -> probe of its server
         self._settled: set[int] = set()  # outgoing calls past the check (answered, or server up)
         self._started = False
+        self._now = 0.0  # the last tick's time: a watch made later starts probing from there
+        self.sync()
+
+    def sync(self, period: int | None = None) -> None:
+        """Follow the lines' accounts (and `period`, the new keepalive_seconds) after a profile reload.
+
+        A line whose account, server and address stay keeps its watch and what it knows; a new
+        or changed one gets a new watch, a removed one loses its watch.
+        """
+        if period is not None:
+            self.period = period
+        watches: dict[int, LineWatch] = {}
         if self.period > 0:
-            for acc in lines.by_line.values():
+            for acc in self.lines.by_line.values():
                 server = self.server(acc.server)
                 if server.problem:
                     log.info("line %s: %s", acc.line.id, server.problem)
                     continue
-                self.watches[acc.getId()] = LineWatch(acc, server, acc.line.uri)
+                old = self.watches.get(acc.getId())
+                if old is not None and old.acc is acc and old.server is server and old.uri == acc.line.uri:
+                    watches[acc.getId()] = old
+                    continue
+                watch = LineWatch(acc, server, acc.line.uri)
+                if self._started:  # a line added while the unit runs: probe it soon, not all at once
+                    watch.next_probe = self._now + self.rng.uniform(0.5, 2.0)
+                watches[acc.getId()] = watch
+        self.watches = watches
 
     def server(self, uri: str) -> Server:
         key = server_of(uri)
@@ -328,6 +352,7 @@ class Keepalive:
     # --- the periodic job ---
 
     def tick(self, now: float) -> None:
+        self._now = now
         if not self._started:
             self._started = True
             for w in self.watches.values():  # units started together do not probe together

@@ -11,19 +11,27 @@ Incoming calls are screened here against `[sip] trusted` before the desk
 hears of them; the reject itself is deferred out of the callback because
 pjsua2 aborts when a call without SDP is answered or rejected inside it.
 Keep-alives and the end of calls that reach nobody: keepalive.py.
+
+A reloaded profile is applied by `Lines.reconcile`: a new line gets its account, a
+changed one is modified (pjsua unregisters the old binding and registers the new
+one), a removed one is deleted; but an account that has a call is never touched
+(pjsua keeps the call's account id for re-INVITEs and BYEs): its change waits, and
+`reconcile` runs again until it is made. A removed line's account refuses new calls
+(480) while it waits for its last one to end. The accounts of a running unit never
+exceed MAX_ACCOUNTS: a new line waits for a removed one's account to go first.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
 from .. import events as ev
 from ..desk import AgentError
-from ..profile import Line, Profile
+from ..profile import MAX_ACCOUNTS, Line, Profile, Route
 from .calls import KCall, remote_party
 from .gate import MAX_OFFER_MLINES, media_keys
 from .dialogs import record_route
@@ -65,6 +73,10 @@ class LineAccount(pj.Account):
         self.route = route
         #: The first hop of this account's requests, as named to the operator.
         self.server = (line.proxy or line.registrar) if route is None else ""
+        #: What the account's configuration was made from (see `line_key`, `route_key`).
+        self.key: tuple[Any, ...] = ()
+        #: Removed from the profile, kept only until its calls end: it takes no new call.
+        self.retiring = False
 
     def config(self, proxy: str | None, register: bool) -> pj.AccountConfig:
         line = self.line
@@ -127,6 +139,11 @@ class LineAccount(pj.Account):
             call.silent = True
             agent.deferred.append(lambda: call.reject_now(403, "Forbidden: host not trusted"))
             return
+        if self.retiring:  # removed from the profile: it only waits for its last call to end
+            log.warning("line %s: refusing a new call: the line was removed from the profile", self.line.id)
+            call.silent = True
+            agent.deferred.append(lambda: call.reject_now(480, "Line removed"))
+            return
         info = call.getInfo()
         remote = remote_party(info.remoteUri)
         log.info("call %d: incoming from %s on line %s via %s", call.id, remote, self.line.id, host)
@@ -134,8 +151,18 @@ class LineAccount(pj.Account):
         agent.deferred.append(call.ring_now)
 
 
+def line_key(line: Line, expires: int) -> tuple[Any, ...]:
+    """What a line's account is configured from: a change of any of it is a change of the account."""
+    return (line.uri, line.registrar, line.username, line.password, line.proxy, expires)
+
+
+def route_key(line: Line, route: Route) -> tuple[Any, ...]:
+    """What a trunk route's account is configured from (the line's identity, the trunk)."""
+    return (line.id, line.uri, line.username, line.password, route.proxy)
+
+
 class Lines:
-    """The accounts of the unit, created and released on the agent thread."""
+    """The accounts of the unit, created, changed and released on the agent thread."""
 
     def __init__(self, agent: "PjAgent", ep: pj.Endpoint, profile: Profile) -> None:
         self.agent = agent
@@ -143,20 +170,128 @@ class Lines:
         self.profile = profile
         self.by_line: dict[str, LineAccount] = {}
         self.by_route: dict[str, LineAccount] = {}
+        #: Accounts removed from the profile that still have a call: deleted once it ends.
+        self.retiring: list[LineAccount] = []
         self.keepalive: Keepalive | None = None
 
     def create(self) -> None:
         for line in self.profile.lines:
-            acc = LineAccount(self.agent, line)
-            # No proxy: the registrar is the line's outbound proxy (see the module doc).
-            acc.create(acc.config(line.proxy or line.registrar, register=True), True)
-            self.by_line[line.id] = acc
+            self._add_line(line, default=True)
         for route in self.profile.routes:
             if route.proxy:
-                line = self.profile.line(route.line)
-                acc = LineAccount(self.agent, line, route.id)
-                acc.create(acc.config(route.proxy, register=False), False)
-                self.by_route[route.id] = acc
+                self._add_route(route, self.profile.line(route.line))
+
+    def _add_line(self, line: Line, default: bool = False) -> LineAccount:
+        acc = LineAccount(self.agent, line)
+        # No proxy: the registrar is the line's outbound proxy (see the module doc).
+        acc.create(acc.config(line.proxy or line.registrar, register=True), default)
+        acc.key = line_key(line, self.profile.sip.register_expires)
+        self.by_line[line.id] = acc
+        return acc
+
+    def _add_route(self, route: Route, line: Line) -> LineAccount:
+        acc = LineAccount(self.agent, line, route.id)
+        acc.create(acc.config(route.proxy, register=False), False)
+        acc.key = route_key(line, route)
+        self.by_route[route.id] = acc
+        return acc
+
+    def count(self) -> int:
+        """pjsua accounts alive now (the retiring ones too)."""
+        return len(self.by_line) + len(self.by_route) + len(self.retiring)
+
+    def busy(self, acc: LineAccount) -> bool:
+        """Whether a call is on this account (pjsua still uses its id for that call)."""
+        return any(getattr(c, "account", None) is acc for c in self.agent.calls.active())
+
+    def reconcile(self, profile: Profile) -> list[str]:
+        """Make the accounts follow `profile` as far as the calls allow; what still waits, in words.
+
+        Run again (the agent does, periodically) while anything waits: it is idempotent.
+        """
+        self.profile = profile
+        expires = profile.sip.register_expires
+        lines = {line.id: line for line in profile.lines}
+        trunks = {r.id: r for r in profile.routes if r.proxy}
+        waiting: list[str] = []
+        deleted = False
+        for line_id, acc in list(self.by_line.items()):
+            if line_id not in lines:
+                del self.by_line[line_id]
+                self._retire(acc)
+        for route_id, acc in list(self.by_route.items()):
+            route = trunks.get(route_id)
+            if route is None or route.line != acc.line.id:  # gone, no trunk any more, or on another line
+                del self.by_route[route_id]
+                self._retire(acc)
+        for acc in list(self.retiring):
+            if self.busy(acc):
+                what = f"route {acc.route}'s trunk account" if acc.route else f"line {acc.line.id}"
+                waiting.append(f"{what}: removed when its call ends")
+                continue
+            self.retiring.remove(acc)
+            self._delete(acc)
+            deleted = True
+        for line in profile.lines:
+            acc = self.by_line.get(line.id)
+            key = line_key(line, expires)
+            if acc is None:
+                if self.count() >= MAX_ACCOUNTS:
+                    waiting.append(f"line {line.id}: added when a removed line's call ends "
+                                   f"(the SIP library holds at most {MAX_ACCOUNTS} accounts)")
+                    continue
+                log.info("line %s: added", line.id)
+                self._add_line(line)
+            elif acc.key != key:
+                if self.busy(acc):
+                    waiting.append(f"line {line.id}: registers again with the new settings when its call ends")
+                    continue
+                log.info("line %s: changed: registering again", line.id)
+                acc.line = line
+                acc.server = line.proxy or line.registrar
+                acc.modify(acc.config(line.proxy or line.registrar, register=True))
+                acc.key = key
+            else:
+                acc.line = line  # the same account; only what SIP never sees (the label) may differ
+        for route in trunks.values():
+            line = lines[route.line]
+            acc = self.by_route.get(route.id)
+            key = route_key(line, route)
+            if acc is None:
+                if self.count() >= MAX_ACCOUNTS:
+                    waiting.append(f"route {route.id}: its trunk account is made when a removed line's call "
+                                   f"ends (the SIP library holds at most {MAX_ACCOUNTS} accounts)")
+                    continue
+                log.info("route %s: trunk account for %s added", route.id, route.proxy)
+                self._add_route(route, line)
+            elif acc.key != key:
+                if self.busy(acc):
+                    waiting.append(f"route {route.id}: its trunk account changes when its call ends")
+                    continue
+                log.info("route %s: trunk account changed (%s)", route.id, route.proxy)
+                acc.line = line
+                acc.modify(acc.config(route.proxy, register=False))
+                acc.key = key
+        if deleted and self.by_line:
+            # pjsua makes account 0 the default when the default one is deleted, and slot 0 may be
+            # empty now: the last line is the default, as at start.
+            list(self.by_line.values())[-1].setDefault()
+        if self.keepalive is not None:
+            self.keepalive.sync(profile.sip.keepalive_seconds)
+        return waiting
+
+    def _retire(self, acc: LineAccount) -> None:
+        acc.retiring = True
+        self.retiring.append(acc)
+
+    def _delete(self, acc: LineAccount) -> None:
+        what = f"route {acc.route}'s trunk account" if acc.route else f"line {acc.line.id}"
+        try:
+            acc.shutdown()
+        except pj.Error as exc:
+            log.warning("%s: removing its account: %s", what, exc.reason or exc.title)
+            return
+        log.info("%s: removed", what)
 
     def start_keepalive(self) -> None:
         """Install the keep-alives of the lines (and the check of unanswered calls) as periodic agent work."""
@@ -165,7 +300,7 @@ class Lines:
 
     def by_acc_id(self, acc_id: int) -> LineAccount | None:
         """The account with this pjsua account id."""
-        for acc in list(self.by_line.values()) + list(self.by_route.values()):
+        for acc in list(self.by_line.values()) + list(self.by_route.values()) + self.retiring:
             if acc.getId() == acc_id:
                 return acc
         return None
@@ -184,10 +319,11 @@ class Lines:
         if self.keepalive is not None:
             self.keepalive.close()
             self.keepalive = None
-        for acc in list(self.by_route.values()) + list(self.by_line.values()):
+        for acc in list(self.by_route.values()) + list(self.by_line.values()) + self.retiring:
             try:
                 acc.shutdown()
             except pj.Error:
                 pass
         self.by_route.clear()
         self.by_line.clear()
+        self.retiring.clear()

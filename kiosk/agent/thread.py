@@ -44,6 +44,8 @@ PERIODIC_S = 0.25
 #: How often every call is checked against pjsua's own table, and how long a lost one may stay.
 AUDIT_S = 2.0
 AUDIT_GRACE_S = 1.5
+#: How often line changes that wait for a call are tried again.
+RECONCILE_S = 0.5
 STOP = object()
 
 
@@ -119,6 +121,14 @@ class PjAgent:
         self.periodic: list[Callable[[float], None]] = []
         self._next_periodic = 0.0
         self._next_audit = 0.0
+        self.rtp_watch: RtpWatch | None = None
+        #: A reload's line changes that wait for calls to end: `reconcile` is run again until none wait.
+        self.profile_waiting: list[str] = []
+        self._next_reconcile = 0.0
+        self._profile_seq = 0  # each apply_profile's number: an older one that arrives late is dropped
+        self._profile_seq_applied = 0
+        self._profile_seq_lock = threading.Lock()
+        self._resolving: tuple[str, ...] = profile.sip.trusted  # the trusted hosts last asked for
 
     # --- the desk's side ---------------------------------------------------
 
@@ -210,6 +220,47 @@ class PjAgent:
         """Start recording the call into path, or stop it when path is None."""
         return self.submit(self._record, call, path)
 
+    def apply_profile(self, profile: Profile) -> Future[list[str]]:
+        """Take a reloaded profile (any thread; returns at once): the trusted hosts, the keep-alive
+        and media-timeout settings, and the lines' and trunk routes' accounts.
+
+        The Future holds what still waits for a call to end, in words (empty when all is done);
+        the agent makes those changes itself once the calls are gone. The SIP listen address and
+        the user agent are the ones the Endpoint was started with: the caller keeps them as they
+        were (they need a restart). Host names in `trusted` are resolved on a thread of their own,
+        never on the agent thread (a slow DNS must not stall SIP).
+        """
+        with self._profile_seq_lock:
+            self._profile_seq += 1
+            seq = self._profile_seq
+            trusted_changed = profile.sip.trusted != self._resolving
+            self._resolving = profile.sip.trusted
+        if not trusted_changed:
+            return self.submit(self._apply_profile, profile, None, seq)
+        out: Future[list[str]] = Future()
+
+        def resolve() -> None:
+            try:
+                hosts = resolve_hosts(profile.sip.trusted)
+            except Exception as exc:  # never leave the Future unresolved
+                log.exception("trusted hosts: cannot resolve")
+                out.set_exception(AgentError(f"cannot resolve the trusted hosts: {exc}", "agent_internal",
+                                             error=str(exc)))
+                return
+            inner = self.submit(self._apply_profile, profile, hosts, seq)
+
+            def done(f: Future[list[str]]) -> None:
+                exc = f.exception()
+                if exc is not None:
+                    out.set_exception(exc)
+                else:
+                    out.set_result(f.result())
+
+            inner.add_done_callback(done)
+
+        threading.Thread(target=resolve, name="kiosk-resolve", daemon=True).start()
+        return out
+
     # --- the agent thread --------------------------------------------------
 
     def _run(self) -> None:
@@ -283,7 +334,9 @@ class PjAgent:
         self.lines.start_keepalive()  # keep-alives and unanswered calls (keepalive.py)
         self.periodic.append(self._audit_calls)
         self.periodic.append(NetWatch(self, sip.host))
-        self.periodic.append(RtpWatch(self, sip.rtp_timeout_seconds))
+        self.rtp_watch = RtpWatch(self, sip.rtp_timeout_seconds)
+        self.periodic.append(self.rtp_watch)
+        self.periodic.append(self._reconcile_waiting)
 
     def _loop(self) -> None:
         assert self.ep is not None
@@ -396,6 +449,35 @@ class PjAgent:
                 ep.libDestroy()
             except pj.Error as exc:
                 log.warning("libDestroy: %s", _pj_reason(exc))
+
+    def _apply_profile(self, profile: Profile, trusted: set[str] | None, seq: int) -> list[str]:
+        """On the agent thread: make the running SIP stack follow `profile` (see `apply_profile`)."""
+        if seq < self._profile_seq_applied:
+            log.info("profile: an older reload arrived after a newer one: ignored")
+            return list(self.profile_waiting)
+        self._profile_seq_applied = seq
+        self.profile = profile
+        if trusted is not None:
+            self.trusted = trusted
+        if self.rtp_watch is not None:
+            self.rtp_watch.timeout_s = profile.sip.rtp_timeout_seconds
+        self.profile_waiting = self.lines.reconcile(profile) if self.lines is not None else []
+        for what in self.profile_waiting:
+            log.info("profile: waiting: %s", what)
+        self._next_reconcile = time.monotonic() + RECONCILE_S
+        return list(self.profile_waiting)
+
+    def _reconcile_waiting(self, now: float) -> None:
+        """Periodic: make the line changes that waited for a call, once the call has gone."""
+        if not self.profile_waiting or now < self._next_reconcile or self.lines is None:
+            return
+        self._next_reconcile = now + RECONCILE_S
+        before = self.profile_waiting
+        self.profile_waiting = self.lines.reconcile(self.profile)
+        if self.profile_waiting != before:
+            done = [w for w in before if w not in self.profile_waiting]
+            log.info("profile: done now that the calls ended: %s; still waiting: %s",
+                     "; ".join(done) or "-", "; ".join(self.profile_waiting) or "nothing")
 
     def _audit_calls(self, now: float) -> None:
         """End, for the desk, calls that pjsua no longer has although it never said so.

@@ -87,6 +87,19 @@ class DeskFrontend:
         self.submit("", read)
         return None
 
+    def refresh(self, on_snapshot: Callable[[dict[str, Any]], None]) -> None:
+        """Read the desk's snapshot again (on the worker) and give it to `on_snapshot` on the UI thread:
+        after a new profile, whose lines, routes and labels it carries."""
+        def read() -> None:
+            try:
+                snap = self.desk.snapshot()
+            except Exception:  # a unit that is stopping: a LinkChanged says the rest
+                log.exception("touchscreen: cannot read the desk's snapshot")
+                return
+            self._deliver(lambda: on_snapshot(snap))
+
+        self.submit("", read)
+
     def _first(self, snap: dict[str, Any] | None, on_snapshot: Callable[[dict[str, Any]], None]) -> None:
         held, self._held = self._held or [], None
         if snap is not None:

@@ -165,7 +165,9 @@ class Panel(Painted, BoxLayout):
                                    lambda value: self._act(lambda: frontend.set_param("route", value)))
         for widget in (self.line_choice, number_box, self.route_choice):
             self.params.add_widget(widget)
-        self.route_choice.set_options([(r.id, r.label) for r in profile.routes])
+        self._labels = {line.id: line.label for line in profile.lines}
+        self._routes = [(r.id, r.label) for r in profile.routes]
+        self.route_choice.set_options(self._routes)
         self._show_lines()
         self.add_widget(self.params)
 
@@ -255,7 +257,15 @@ class Panel(Painted, BoxLayout):
         Window.bind(on_key_down=self.on_key_down)
 
     def _load(self, snap: dict[str, Any]) -> None:
-        """Draw the desk's whole state (at start, and again when the unit's socket comes back)."""
+        """Draw the desk's whole state (at start, again when the unit's socket comes back, after a new profile)."""
+        labels = snap.get("labels")
+        if isinstance(labels, dict):  # the profile in force: its lines and routes, with their labels
+            self._labels = {str(k): str(v) for k, v in (labels.get("lines") or {}).items()} or self._labels
+            self.identity.labels = dict(self._labels)
+            self._registered = {k: v for k, v in self._registered.items() if k in self._labels}
+            routes = labels.get("routes") or {}
+            self._routes = [(str(k), str(v)) for k, v in routes.items()]
+            self.route_choice.set_options(self._routes)
         for line in snap["lines"]:
             self._registered[line["id"]] = bool(line["registered"])
         self._show_lines()
@@ -387,6 +397,8 @@ class Panel(Painted, BoxLayout):
                             colour)
         elif isinstance(event, ev.LinkChanged):  # only from a RemoteDesk: the panel in its own process
             self.on_link(event)
+        elif isinstance(event, ev.ProfileChanged):  # new lines, routes or labels: read them from the desk
+            self.frontend.refresh(self._load)
 
     def on_refused(self, event: ev.ActionFailed) -> None:
         """A refusal or failure: on the status line, in the operator's language, by its code."""
@@ -422,16 +434,16 @@ class Panel(Painted, BoxLayout):
         self._line = line
         self._show_lines()
         self.number_field.text = number
-        if self.profile.routes:
+        if self._routes:
             self.route_choice.show(route)
         else:
             self.route_choice.show("", self.texts["no_route"])
 
     def _show_lines(self) -> None:
         words = {True: self.texts["registered"], False: self.texts["not_registered"]}
-        self.line_choice.set_options([(line.id, f"{line.label}\n{words[self._registered.get(line.id, False)]}")
-                                      for line in self.profile.lines])
-        label = {line.id: line.label for line in self.profile.lines}.get(self._line, self._line)
+        self.line_choice.set_options([(line_id, f"{label}\n{words[self._registered.get(line_id, False)]}")
+                                      for line_id, label in self._labels.items()])
+        label = self._labels.get(self._line, self._line)
         self.line_choice.show(self._line, f"{label} · {words[self._registered.get(self._line, False)]}")
         self.identity.show_lines(self._registered)
 
