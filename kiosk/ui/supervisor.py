@@ -134,5 +134,11 @@ class PanelSupervisor:
 
 
 def fullscreen_wanted() -> bool:
-    """No X11 or Wayland: SDL draws on the KMS/DRM console, where the screen is the window."""
-    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Fill the unit's display (the KMS/DRM console, X11 or Wayland, at its own resolution), unless
+    KIOSK_PANEL_SIZE asks for a window of that size (the demo on a desktop, tests) on X11 or Wayland,
+    or SDL draws offscreen (tests, benches: there is no screen to fill)."""
+    if os.environ.get("SDL_VIDEODRIVER", "").strip().lower() == "offscreen":
+        return False
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return True  # the console: the screen is the window
+    return not os.environ.get("KIOSK_PANEL_SIZE", "").strip()
