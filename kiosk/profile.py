@@ -22,15 +22,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: pjsua2 2.15 (the x86_64 wheel) aborts the process on the 9th Account.create().
-MAX_ACCOUNTS = 8
+
+
+def _build_limits() -> tuple[int, int]:
+    """(calls, accounts) the pjsua2 here was built with.
+
+    A unit's own build (scripts/install-pi.sh) says them in the `pjsua2_build` module it
+    installs beside the binding; PyPI's x86_64 wheel has pjsua's defaults, 4 calls and 8
+    accounts (it aborts the process on the 9th Account.create()). Read without importing
+    pjsua2, so that check-profile stays fast.
+    """
+    try:
+        import pjsua2_build  # type: ignore[import-not-found]
+
+        return int(pjsua2_build.MAX_CALLS), int(pjsua2_build.MAX_ACCOUNTS)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return 4, 8
+
+
+#: PJSUA_MAX_CALLS and PJSUA_MAX_ACC of the build: one call more is refused, one account more aborts.
+MAX_CALLS, MAX_ACCOUNTS = _build_limits()
 #: The shortest `[sip] rtp_timeout_seconds` (besides 0): RTCP reports come every 5 s or so.
 MIN_RTP_TIMEOUT_S = 3
 #: The shortest `[sip] keepalive_seconds` (besides 0): a keep-alive waits 3 s for its answer.
 MIN_KEEPALIVE_S = 5
-
-#: PJSUA_MAX_CALLS compiled into the wheel; a 5th call is refused by pjsua2.
-MAX_CALLS = 4
 
 
 @dataclass(frozen=True)

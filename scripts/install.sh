@@ -6,7 +6,7 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 apt_packages=(python3-venv python3-dev kamailio baresip sip-tester jackd2
               libportaudio2 libgl1 libegl1 libgl1-mesa-dri libmtdev1 iproute2 procps sox
-              nginx openssl)
+              nginx openssl xvfb x11-apps libxtst6 systemd-container shellcheck)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
