@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -112,6 +112,30 @@ def agent_alive(agent: object, timeout: float = 5.0) -> bool:
     except Exception:
         return False
     return True
+
+
+#: How long (s) `kiosk run` waits for its lines' first registration results before READY=1.
+READY_WAIT = 15.0
+
+
+def lines_settled(desk: Any, timeout: float) -> str:
+    """Wait until every line of the profile has registered or failed (or `timeout`); what it came to."""
+    from .desk import NOT_YET
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # the desk loop replaces these values; a copy is enough to look at them
+            states = dict(desk.registered)
+        except RuntimeError:
+            continue
+        waiting = [line.id for line in desk.profile.lines
+                   if (s := states.get(line.id)) is None or (s.code == 0 and s.reason == NOT_YET)]
+        if not waiting:
+            ok = sum(1 for line in desk.profile.lines if states[line.id].registered)
+            return f"{ok} of {len(desk.profile.lines)} lines registered"
+        if time.monotonic() >= deadline:
+            return f"lines {', '.join(waiting)} still registering after {timeout:g} s"
+        time.sleep(0.02)
 
 
 def desk_alive(desk: object, timeout: float = 5.0) -> bool:
@@ -231,6 +255,10 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         if reason:
             log.info("running headless: %s; %s", reason, hint)
         show_panel = reason is None
+    # READY=1 once every line has registered or failed (systemd's "started" then means the
+    # unit can take calls, or its log says why a line cannot), at most READY_WAIT s.
+    ready_after = lines_settled(desk, READY_WAIT)
+    log.info("ready: %s", ready_after)
     sd_notify("READY=1")
     # systemd's WatchdogSec: ping at half the interval, and only while the agent
     # thread still turns its loop — a wedged pjsua2 gets the unit restarted.
@@ -248,6 +276,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
                 log.error("the SIP agent does not answer: not telling systemd we are alive")
             elif not desk_alive(desk):
                 log.error("the desk's loop does not answer: not telling systemd we are alive")
+            elif panel is not None and not panel.alive():
+                log.error("the touchscreen's supervisor has stopped: not telling systemd we are alive")
             else:
                 sd_notify("WATCHDOG=1")
 

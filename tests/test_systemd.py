@@ -124,6 +124,7 @@ def test_unit_tells_systemd_ready_alive_and_stopping(unit_factory, tmp_path: Pat
         s.settimeout(0.5)
         unit = unit_factory(start=False)
         unit.env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"}
+        spawned = time.monotonic()
         unit.start()
         got: list[str] = []
         deadline = time.monotonic() + 10
@@ -133,6 +134,11 @@ def test_unit_tells_systemd_ready_alive_and_stopping(unit_factory, tmp_path: Pat
             except socket.timeout:
                 pass
         assert got[:1] == ["READY=1"] and "WATCHDOG=1" in got, got
+        print(f"spawn -> READY=1 and the first WATCHDOG=1 within {time.monotonic() - spawned:.2f} s")
+        # READY=1 waited for the lines: each has registered (Kamailio answers at once) or failed.
+        log_text = unit.log_path.read_text()
+        ready = re.search(r"ready: (\d+) of (\d+) lines registered", log_text)
+        assert ready and ready.group(1) == ready.group(2), log_text[-2000:]
         assert unit.terminate() == 0
         rest: list[str] = []
         try:

@@ -68,6 +68,11 @@ class PanelSupervisor:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        """For the unit's watchdog: the supervisor still watches the panel (its process runs, or is
+        between restarts, or is off after failing again and again: each on purpose)."""
+        return self._thread.is_alive() and not self._stopping.is_set()
+
     def _spawn(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
             if self._stopping.is_set():
