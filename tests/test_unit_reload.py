@@ -232,8 +232,8 @@ def test_a_removed_line_with_a_call_waits_for_the_call_then_goes(unit_factory, p
     assert unit.ctl("hangup").rc == 0
 
 
-def test_sighup_to_the_new_profile_in_force(unit_factory) -> None:
-    """Median of 10: SIGHUP sent -> the ProfileChanged event (desk and agent have applied it) received."""
+def test_each_sighup_puts_the_new_profile_in_force(unit_factory) -> None:
+    """Ten SIGHUPs, each after a change: each is followed by its ProfileChanged event with that change."""
     unit = unit_factory()
     events = Events(unit)
     original = unit.profile_path.read_text()
@@ -254,7 +254,7 @@ def test_sighup_to_the_new_profile_in_force(unit_factory) -> None:
     print(f"\nSIGHUP -> new profile in force: median {median * 1000:.1f} ms, "
           f"min {min(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms (10 reloads)")
     (Path(unit.workdir) / "sighup-latency.json").write_text(json.dumps([round(t, 4) for t in times]))
-    assert median <= 1.0, times
+    # (no bound on the time: bench/reload.py measures it; this proves each SIGHUP put its file in force)
     assert unit.log_path.read_text().count("(file changed)") == 0  # the watch never reloaded the same bytes
 
 
