@@ -26,6 +26,8 @@ from .widgets import BigButton, FitLabel, Painted
 #: How many messages are kept, and how many the list shows.
 KEEP = 50
 SHOWN = 10
+#: The height (dp) of one message in the list.
+MESSAGE_HEIGHT = 40
 #: How long (s) a new message keeps its colour before it turns quiet.
 FRESH_SECONDS = 12.0
 
@@ -97,10 +99,16 @@ class StatusLog(ButtonBehavior, Painted, FitLabel):  # type: ignore[misc]
         title.bind(size=lambda lb, s: setattr(lb, "text_size", s))
         box.add_widget(title)
         shown = list(self.entries)[-SHOWN:][::-1]
+        # Each line as high as MESSAGE_HEIGHT, or less when ten of them must share a small screen.
+        from kivy.core.window import Window
+
+        room = Window.height * 0.94 - dp(30) - dp(52) - dp(12) - (SHOWN + 2) * dp(4)
+        line_h = min(dp(MESSAGE_HEIGHT), room / SHOWN)
         if not shown:
             box.add_widget(FitLabel(text=self.texts["no_messages"], color=theme.TEXT_MUTED))
         for at, text, colour in shown:
             line = MessageLine(f"{clock_text(at)}  {text}", colour)
+            line.height = line_h
             box.add_widget(line)
         if len(shown) < SHOWN:
             box.add_widget(Label())  # keeps the lines at the top
@@ -114,7 +122,10 @@ class StatusLog(ButtonBehavior, Painted, FitLabel):  # type: ignore[misc]
 
 
 class MessageLine(Painted, FitLabel):
+    """One message of the list: its time and its words, two lines at most."""
+
     def __init__(self, text: str, colour: Sequence[float]) -> None:
-        super().__init__(text=text, sizes=(15, 14, 13, 12, 11), color=tuple(colour))
+        super().__init__(text=text, sizes=(15, 14, 13, 12, 11), color=tuple(colour), size_hint_y=None,
+                         height=dp(MESSAGE_HEIGHT))
         self._init_paint(theme.SURFACE)
 
