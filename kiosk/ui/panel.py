@@ -19,7 +19,7 @@ above all of it, popups included.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from kivy.core.window import Window
 from kivy.metrics import dp
@@ -39,7 +39,7 @@ from .row_menu import RowMenu
 from .status_log import StatusLog
 from .table import CallTable
 from .texts import Texts
-from .widgets import AMBER, BLUE, GREEN, GREY, RED, BigButton, Choice, Field, FitLabel, Keypad, Painted
+from .widgets import AMBER, BLUE, GREEN, GREY, RED, BigButton, Choice, Field, FitLabel, Keypad, Painted, escape
 
 #: SDL key codes of Enter, keypad Enter, Backspace and Escape.
 ENTER_KEYS = (13, 271)
@@ -75,7 +75,7 @@ class IdentityStrip(Painted, BoxLayout):
         self._init_paint(theme.BG)
         self.texts = texts
         self.labels = {line.id: line.label for line in profile.lines}
-        name = profile.operator.name if hasattr(profile.operator, "name") else ""
+        name = profile.operator.name
         self.operator = Label(text=texts["operator"].format(name=name) if name else "", color=theme.TEXT_MUTED,
                               font_size=dp(12), size_hint_x=None, halign="left", valign="middle",
                               shorten=True, shorten_from="right", split_str=" ")
@@ -86,9 +86,9 @@ class IdentityStrip(Painted, BoxLayout):
         self.operator.bind(size=lambda lb, s: setattr(lb, "text_size", s))
         self.lines = FitLabel(text="", markup=True, color=theme.TEXT, sizes=(13, 12, 11))
         self.lines.bg_rgba = theme.BG
-        self.mic = FitLabel(text="", bold=True, color=theme.TEXT, sizes=(13, 12, 11), size_hint_x=None,
+        self.mic = MicLabel(text="", bold=True, color=theme.TEXT, sizes=(13, 12, 11), size_hint_x=None,
                             width=dp(110), halign="center")
-        self.mic.bg_rgba = theme.BG
+        self.mic._init_paint(theme.BG)
         self.add_widget(self.operator)
         self.add_widget(self.lines)
         self.add_widget(self.mic)
@@ -99,27 +99,24 @@ class IdentityStrip(Painted, BoxLayout):
             ok = registered.get(line_id, False)
             dot = "[color=4cd964]●[/color]" if ok else "[color=ff6b5e]●[/color]"
             word = self.texts["registered"] if ok else self.texts["not_registered"]
-            parts.append(f"[font=DejaVuSans]{dot}[/font] {_esc(label)}: {word}")
+            parts.append(f"[font=DejaVuSans]{dot}[/font] {escape(label)}: {word}")
         self.lines.text = "   ".join(parts)
 
     def show_mute(self, muted: bool) -> None:
         self.mic.text = self.texts["mic_off"] if muted else ""
-        self.mic.bg_rgba = theme.REC_BG if muted else theme.BG
-        with_bg = self.mic.canvas.before
-        with_bg.clear()
-        if muted:
-            from kivy.graphics import Color, Rectangle
-
-            with with_bg:
-                Color(*theme.REC_BG)
-                rect = Rectangle(pos=self.mic.pos, size=self.mic.size)
-            self.mic.bind(pos=lambda w, p: setattr(rect, "pos", p), size=lambda w, s: setattr(rect, "size", s))
+        self.mic.paint(theme.REC_BG if muted else theme.BG)
 
 
-def _esc(text: str) -> str:
-    from kivy.utils import escape_markup
+class MicLabel(Painted, FitLabel):
+    """MIC OFF, white on the REC red while the microphone is muted."""
 
-    return str(escape_markup(text))
+
+class PaintedBox(Painted, BoxLayout):
+    """A layout on its own background colour."""
+
+    def __init__(self, bg: Sequence[float], **kw: object) -> None:
+        super().__init__(**kw)
+        self._init_paint(bg)
 
 
 class Panel(Painted, BoxLayout):
@@ -149,18 +146,12 @@ class Panel(Painted, BoxLayout):
         self.params = BoxLayout(size_hint_y=None, height=dp(PARAMS_H), spacing=dp(6))
         self.line_choice = Choice(texts["line"], lambda value: self._act(lambda: frontend.set_param("line", value)))
         self.number_field = Field(text="", size_hint_y=None, height=dp(PARAMS_H - 16))
-        number_box = BoxLayout(orientation="vertical")
+        number_box = PaintedBox(theme.SURFACE, orientation="vertical")
         caption = FitLabel(text=texts["number"], sizes=(12, 11), color=theme.TEXT_MUTED, halign="center",
                            size_hint_y=None, height=dp(16))
         caption.bg_rgba = theme.SURFACE
         number_box.add_widget(caption)
         number_box.add_widget(self.number_field)
-        with number_box.canvas.before:
-            from kivy.graphics import Color, Rectangle
-
-            Color(*theme.SURFACE)
-            box_bg = Rectangle()
-        number_box.bind(pos=lambda w, p: setattr(box_bg, "pos", p), size=lambda w, s: setattr(box_bg, "size", s))
         self.route_choice = Choice(texts["route"],
                                    lambda value: self._act(lambda: frontend.set_param("route", value)))
         for widget in (self.line_choice, number_box, self.route_choice):

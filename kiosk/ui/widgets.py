@@ -11,6 +11,7 @@ is a plain function given by the panel; these widgets keep no panel state.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 from kivy.graphics import Color, InstructionGroup, Rectangle
@@ -19,6 +20,7 @@ from kivy.uix.button import Button
 from kivy.uix.dropdown import DropDown
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
+from kivy.utils import escape_markup
 
 from . import theme
 from .frontend import DIAL_CHARS
@@ -46,11 +48,12 @@ def fit_font(label: Label, sizes: Sequence[float] = FIT_SIZES) -> None:
             return
 
 
-def _words(text: str) -> list[str]:
-    import re
+#: Kivy markup tags ([b], [color=...], [/size]): not words.
+_MARKUP_TAG = re.compile(r"\[/?[a-z]+(=[^\]]*)?\]")
 
-    plain = re.sub(r"\[/?[a-z]+(=[^\]]*)?\]", "", text)  # markup tags are not words
-    return plain.split()
+
+def _words(text: str) -> list[str]:
+    return _MARKUP_TAG.sub("", text).split()
 
 
 class BigButton(Button):
@@ -210,7 +213,7 @@ class Choice(BigButton):
         self.value = value
         shown = text if text is not None else dict(self.options).get(value, value or "-")
         size = int(sp(12))
-        self.text = f"[size={size}][color=bdbdc4]{self.caption}[/color][/size]\n{_escape(shown)}"
+        self.text = f"[size={size}][color=bdbdc4]{self.caption}[/color][/size]\n{escape(shown)}"
 
     def open_list(self) -> None:
         if len(self.options) > 1:
@@ -221,9 +224,8 @@ class Choice(BigButton):
         self.on_choose(value)
 
 
-def _escape(text: str) -> str:
-    from kivy.utils import escape_markup
-
+def escape(text: str) -> str:
+    """`text` shown as it is inside markup."""
     return str(escape_markup(text))
 
 
