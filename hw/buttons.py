@@ -45,7 +45,7 @@ HOLD_TIME = 1.0
 """A press this long (s) on a key with a long-press action (Transfer) is that action."""
 HELD = ":held"
 """The suffix of a long press's binding key in `commands.gpio_bindings()`."""
-LEDS = ("led_ringing", "led_recording")
+LEDS = ("led_ringing", "led_recording", "led_dnd")
 
 
 class DeskLike(Protocol):
@@ -76,6 +76,7 @@ class Buttons:
         self._in_flight: set[Future[Any]] = set()
         self._settled = threading.Condition(self._lock)
         self._ringing = self._recording = False
+        self._dnd = self._dnd_wanted = False  # the DND lamp: what it shows, and what the desk says
         bindings = commands.gpio_bindings()
         try:
             for key in keys():
@@ -196,12 +197,17 @@ class Buttons:
             with self._lock:
                 self._rows.pop(event.row_id, None)
                 self._show()
+        elif isinstance(event, ev.DndChanged):
+            with self._lock:
+                self._dnd_wanted = event.on
+                self._show()
         elif isinstance(event, ev.LinkChanged):  # a RemoteDesk: the unit went away, or is back
             self._load(event.snapshot or {"calls": []})
 
     def _load(self, snapshot: Mapping[str, Any]) -> None:
         with self._lock:
             self._rows = {row["id"]: row for row in snapshot.get("calls", [])}
+            self._dnd_wanted = bool(snapshot.get("dnd"))
             self._show()
 
     def _show(self) -> None:
@@ -219,7 +225,13 @@ class Buttons:
                 led.on()
             else:
                 led.off()
-        self._ringing, self._recording = ringing, recording
+        led = self.leds.get("led_dnd")
+        if led is not None and self._dnd_wanted != self._dnd:
+            if self._dnd_wanted:
+                led.on()
+            else:
+                led.off()
+        self._ringing, self._recording, self._dnd = ringing, recording, self._dnd_wanted
 
     # --- closing -------------------------------------------------------------------
 

@@ -169,6 +169,10 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     from .reload import ReloadService, Reloader, state_dir_for
 
     desk = Desk(profile, PjAgent(profile))
+    state_dir = state_dir_for(profile_path)
+    desk.history = open_history(profile, state_dir)
+    desk.directory = open_directory(profile)
+    desk.dnd_file = state_dir / DND_FILE
     from .journal import REDACTOR
 
     REDACTOR.add_profile(profile)
@@ -191,6 +195,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
                     f"or give this unit another port in [sip] listen of {profile_path})")
         print(f"kiosk: the SIP agent cannot start on {profile.sip.listen}: {exc}{hint}", file=sys.stderr)
         return 1
+    if dnd_was_on(desk.dnd_file):  # as the operator left it: a restart must not start ringing again
+        desk.restore_dnd(True)
     control = ControlServer(desk, profile.control.socket)
     try:
         control.start()
@@ -222,6 +228,14 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
         return ["GPIO keys and LEDs released"]
 
     reloader.hooks.append(rebind_keys)
+
+    def reopen_directory(old: "Profile", new: "Profile") -> list[str]:
+        if old.directory == new.directory:
+            return []
+        desk.directory = open_directory(new)
+        return ["directory: " + ("reopened" if desk.directory is not None else "none provisioned now")]
+
+    reloader.hooks.append(reopen_directory)
     try:
         reloads.start()
     except OSError as exc:  # no pipe: SIGHUP and the file watch are off, `kiosk ctl reload` still works
@@ -306,7 +320,54 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
             buttons.close()
         control.stop()
         desk.stop()
+        if desk.history is not None:
+            desk.history.close()  # what is queued goes to the disk before the process ends
     return 0
+
+
+#: The file in the state directory that keeps do-not-disturb across restarts ("on" / "off").
+DND_FILE = "dnd"
+
+
+def dnd_was_on(path: Path) -> bool:
+    try:
+        return path.read_text(encoding="utf-8").strip() == "on"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def open_history(profile: "Profile", state_dir: Path) -> Any:
+    """The unit's call history (kiosk.history), or None when it cannot be used: the unit then takes calls
+    without keeping them, and says why in the log and in `kiosk ctl status`."""
+    from .history import History, HistoryError
+
+    settings = profile.history
+    path = settings.path or state_dir / "history.db"
+    history = History(path, settings.max_age_days, settings.max_calls)
+    try:
+        history.open(move_corrupt_aside=True)
+    except HistoryError as exc:
+        log.error("call history is off: %s", exc, extra={"EVENT": "history_off"})
+        HISTORY_PROBLEM["message"] = str(exc)
+        return None
+    return history
+
+
+#: Why the history is off (for `kiosk ctl status`), "" when it is in use.
+HISTORY_PROBLEM: dict[str, str] = {"message": ""}
+
+
+def open_directory(profile: "Profile") -> Any:
+    """The provisioned directory (kiosk.directory), or None when the profile names no file and no LDAP."""
+    settings = profile.directory
+    if settings.file is None and not settings.ldap:
+        return None
+    from .directory import Directory
+
+    directory = Directory(settings)
+    for problem in directory.load():  # read once now: the first caller's name must not wait for it
+        log.warning("directory: %s", problem, extra={"EVENT": "directory_problem"})
+    return directory
 
 
 def list_audio_devices(profile_path: Path | None) -> int:

@@ -152,6 +152,23 @@ COMMANDS: dict[str, Command] = _table(
     Command("mute", "microphone mute: on, off or toggle (the default)",
             (Arg("state", "str", "on, off or toggle", choices=("on", "off", "toggle"), default="toggle"),),
             (Action("mute", "mute", {"state": "toggle"}, screen="mute"),)),
+    Command("dtmf", "send DTMF digits to the selected call in conversation (RFC 4733 or SIP INFO, as its line says)",
+            (Arg("digits", "str", "the digits: 0-9, *, #, A-D", True),), (Action("dtmf", "dtmf"),)),
+    Command("dnd", "do not disturb: on (incoming calls are refused and never ring), off, or toggle (the default)",
+            (Arg("state", "str", "on, off or toggle", choices=("on", "off", "toggle"), default="toggle"),),
+            (Action("dnd", "dnd", {"state": "toggle"}, screen="dnd", gpio="dnd"),)),
+    Command("history", "the call history, newest first (--missed: only missed calls)",
+            (Arg("missed", "bool", "only the missed calls", option=True),
+             Arg("limit", "int", "at most this many calls (default 50)", option=True),
+             Arg("search", "str", "only calls whose name, number or original destination has this text",
+                 option=True)), reads=True),
+    Command("history_seen", "the missed calls so far have been seen: the missed-call count goes back to 0",
+            actions=(Action("history_seen", "history_seen"),)),
+    Command("callback", "call back the party of a call in the history, on the line the call was on",
+            (Arg("entry", "int", "the history entry's id", True),), (Action("callback", "callback"),)),
+    Command("directory", "search the directory (the provisioned file, then LDAP) by name or number",
+            (Arg("query", "str", "a name, part of one, or digits of a number", default=""),
+             Arg("limit", "int", "at most this many contacts (default 20)", option=True)), reads=True),
     Command("recordings", "the recordings kept on this unit, newest first", reads=True),
     Command("reload", "read the profile file again and apply it (calls on lines that stay go on); "
                       "prints what changed, what waits for a call to end and what needs a restart"),
@@ -257,6 +274,24 @@ class CommandMethods:
 
     def mute(self, state: str = "toggle") -> Any:
         return self.run("mute", state=state)
+
+    def dtmf(self, digits: str) -> Any:
+        return self.run("dtmf", digits=digits)
+
+    def dnd(self, state: str = "toggle") -> Any:
+        return self.run("dnd", state=state)
+
+    def history(self, missed: bool = False, limit: int | None = None, search: str | None = None) -> Any:
+        return self.run("history", missed=missed or None, limit=limit, search=search)
+
+    def history_seen(self) -> Any:
+        return self.run("history_seen")
+
+    def callback(self, entry: int) -> Any:
+        return self.run("callback", entry=entry)
+
+    def directory(self, query: str = "", limit: int | None = None) -> Any:
+        return self.run("directory", query=query, limit=limit)
 
     def recordings(self) -> Any:
         return self.run("recordings")

@@ -46,10 +46,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from . import events as ev
 from . import i18n
+from .calllog import CallLog, outcome as call_outcome
 from .commands import ACTIONS, COMMANDS, CommandMethods, check_args
 from .party import party
 from .profile import MAX_CALLS, Profile
 from .recordings import RecordingRefused, Recordings, file_stem
+from .ringer import in_conversation, wanted_tone
 
 log = logging.getLogger("kiosk.desk")
 
@@ -69,6 +71,11 @@ PICKUP_RELEASE = 2.0
 NOT_YET = "not registered yet"
 #: What the Number field takes from the keypad.
 DIAL_CHARS = frozenset("0123456789*#+")
+#: What a call in conversation takes as DTMF (RFC 4733 events 0-15).
+DTMF_CHARS = frozenset("0123456789*#ABCD")
+#: How many calls `history` lists when no limit is given, and the most it lists.
+HISTORY_LIMIT, HISTORY_MAX = 50, 1000
+DIRECTORY_LIMIT = 20
 
 
 class AgentError(Exception):
@@ -104,6 +111,11 @@ class Agent(Protocol):
     def conference(self, calls: list[int]) -> Future[None]: ...
     def record(self, call: int, path: str | None) -> Future[None]: ...
     def mute(self, on: bool) -> Future[None]: ...
+    # Optional, each (an agent without it has no sound of its own, or no such feature):
+    # def tone(self, kind: str | None) -> Future[None]: ...   ring / waiting / ringback / None
+    # def dtmf(self, call: int, digits: str, method: str) -> Future[None]: ...
+    # def beep(self) -> Future[None]: ...
+    # def set_dnd(self, code: int | None) -> Future[None]: ...
     # Optional (an agent without it has nothing of the profile to follow): take a reloaded
     # profile; the Future holds what still waits for a call to end, in words.
     # def apply_profile(self, profile: Profile) -> Future[list[str]]: ...
@@ -128,6 +140,12 @@ class Row:
     note_key: dict[str, Any] | None = None  # the note as {"code", "params"} for a translation
     recording_path: str = ""
     held_since: float | None = None  # when the operator's hold began (the customer's wait is shown from it)
+    via: str = ""  # a diverted or queued call's original destination ("Sales queue")
+    intercom: bool = False  # an intercom request: answered by itself
+    auto_answer: bool = False  # waiting to be answered by itself (auto-answer or intercom)
+    early_media: bool = False  # the far end sends audio before answering (no ringback of ours then)
+    directory_name: str = ""  # the name the directory has for the number
+    dialled: str = ""  # an outgoing call: the number as given, before the route's prefix
 
     @property
     def up(self) -> bool:
@@ -152,8 +170,12 @@ class Row:
             "local_hold": self.local_hold,
             "remote_hold": self.remote_hold,
             "held_since": self.held_since,
-            "name": (who := party(self.remote)).name,
-            "number": who.number,
+            "name": self.directory_name or (who := party(self.remote)).name,
+            "number": party(self.remote).number,
+            "via": self.via,
+            "intercom": self.intercom,
+            "auto_answer": self.auto_answer,
+            "directory_name": self.directory_name,
         }
 
 
@@ -325,6 +347,18 @@ class Desk(CommandMethods):
         self.started = time.time()  # for `kiosk ctl status`: the unit's uptime
         #: The unit's kiosk.provisioning.Provisioner (None: not provisioned from a server).
         self.provisioner: Any = None
+        #: The call history (kiosk.history.History; None: this unit keeps none) and the directory
+        #: (kiosk.directory.Directory; None: none provisioned), attached by the unit's start.
+        self.history: Any = None
+        self.directory: Any = None
+        self.calllog = CallLog()
+        self.missed_unseen = 0
+        #: Do-not-disturb: incoming calls are refused (the agent does it, before they ring).
+        self.dnd = False
+        #: Where the DND state is kept across restarts (None: not kept).
+        self.dnd_file: Path | None = None
+        self.tone: str | None = None  # what the agent was last told to play
+        self._auto_answers: dict[int, asyncio.TimerHandle] = {}
         self._loop = asyncio.new_event_loop()
         self._change: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._run_loop, name="kiosk-desk", daemon=True)
@@ -632,6 +666,8 @@ class Desk(CommandMethods):
             "calls": [self._row_json(row) for row in self.rows.values()],
             "selection": list(self.selection),
             "muted": self.muted,
+            "dnd": self.dnd,
+            "missed_unseen": self.missed_unseen,
             "available": dict(self.available),
             "notices": list(self.notices),
         }
@@ -689,6 +725,23 @@ class Desk(CommandMethods):
         if now != self.available:
             self.available = now
             self._emit(ev.AvailabilityChanged(dict(now)))
+        self._update_tone()
+
+    def _update_tone(self) -> None:
+        """Tell the agent which tone to play when the table says another one (kiosk.ringer)."""
+        quiet = [rid for rid, row in self.rows.items() if row.auto_answer]
+        tone = None if self.dnd and not self.rows else wanted_tone(self.rows.values(), quiet)
+        if tone == self.tone:
+            return
+        play = getattr(self.agent, "tone", None)
+        if play is None:
+            return
+        self.tone = tone
+        log.debug("tone: %s", tone or "off")
+        try:
+            play(tone)
+        except Exception:  # a tone that cannot play must never stop the desk
+            log.exception("agent: tone %s failed", tone)
 
     def _preconditions(self) -> dict[str, Callable[[], Any]]:
         """Action id -> the precondition its command checks first (a Refusal, or what it acts on)."""
@@ -707,6 +760,9 @@ class Desk(CommandMethods):
             "record_start": lambda: self._pre_record("start"),
             "record_stop": lambda: self._pre_record("stop"),
             "record_toggle": lambda: self._pre_record("toggle"),
+            "dtmf": self._pre_dtmf,
+            "callback": lambda: self._can_line(self.line) if self.history is not None else refusal("history_off"),
+            "history_seen": lambda: None if self.history is not None else refusal("history_off"),
         }
 
     def _can_line(self, line_id: str, row: int | None = None) -> Refusal | None:
@@ -725,6 +781,15 @@ class Desk(CommandMethods):
     def _dial_line(self) -> tuple[str, str | None]:
         route_id = self.route or None
         return (self.profile.route(route_id).line if route_id else self.line), route_id
+
+    def _pre_dtmf(self) -> Row | Refusal:
+        """The call the keypad's tones go to: the panel's one call, in conversation with the operator."""
+        row = self._one()
+        if isinstance(row, Refusal):
+            return row
+        if not in_conversation(row) or row.id in self.conference_rows or row.remote_hold:
+            return refusal("not_in_conversation", row.id, row=row.id, state=row.state)
+        return row
 
     def _pre_answer(self) -> Row | Refusal:
         row = self._one()
@@ -902,6 +967,9 @@ class Desk(CommandMethods):
         return Outcome(True, data={"line": self.line, "number": self.number, "route": self.route})
 
     async def _key(self, key: str) -> Outcome:
+        """A keypad key: the Number field's, or a tone to the call in conversation (a desk phone's keypad)."""
+        if len(key) == 1 and key in DTMF_CHARS and not isinstance(target := self._pre_dtmf(), Refusal):
+            return await self._send_dtmf("key", target, key)
         if key == "delete":
             self.number = self.number[:-1]
         elif key == "clear":
@@ -912,6 +980,217 @@ class Desk(CommandMethods):
             return self._refuse("key", refusal("unknown_key", key=key[:20]))
         self._params_changed()
         return Outcome(True, data={"number": self.number})
+
+    async def _dtmf(self, digits: str) -> Outcome:
+        """Send DTMF digits to the selected call in conversation (`kiosk ctl dtmf`)."""
+        wrong = sorted({c for c in digits.upper() if c not in DTMF_CHARS})
+        if not digits or wrong or len(digits) > 64:
+            return self._refuse("dtmf", refusal("bad_dtmf", digits=digits[:20], wrong="".join(wrong)[:10]))
+        target = self._pre_dtmf()
+        if isinstance(target, Refusal):
+            return self._refuse("dtmf", target)
+        return await self._send_dtmf("dtmf", target, digits.upper())
+
+    async def _send_dtmf(self, action: str, row: Row, digits: str) -> Outcome:
+        send = getattr(self.agent, "dtmf", None)
+        if send is None:
+            return self._refuse(action, refusal("not_available", command="dtmf"))
+        try:
+            method = self.profile.line(row.line).dtmf
+        except KeyError:
+            method = "rfc4733"
+        self._step(row=row.id)
+        failed = await self._wait(action, send(row.id, digits, method), row.id)
+        if failed:
+            return failed
+        log.info("row %d: DTMF sent (%d digits, %s)", row.id, len(digits), method, extra=_fields(row, action))
+        return Outcome(True, data={"row": row.id, "dtmf": digits, "method": method})
+
+    # --- do not disturb, history, directory (loop) -------------------------
+
+    async def _dnd(self, state: str = "toggle") -> Outcome:
+        on = (not self.dnd) if state == "toggle" else state == "on"
+        set_dnd = getattr(self.agent, "set_dnd", None)
+        if set_dnd is None:
+            return self._refuse("dnd", refusal("not_available", command="dnd"))
+        if on != self.dnd:
+            failed = await self._wait("dnd", set_dnd(self.profile.dnd.code if on else None))
+            if failed:
+                return failed
+            self.dnd = on
+            log.info("do not disturb %s", "on" if on else "off", extra={"ACTION": "dnd", "EVENT": "dnd"})
+            self._emit(ev.DndChanged(on))
+            self._update_available()
+            if self.dnd_file is not None:
+                path, text = self.dnd_file, ("on\n" if on else "off\n")
+                self._loop.run_in_executor(None, _keep_dnd, path, text)
+        return Outcome(True, data={"dnd": self.dnd, "code": self.profile.dnd.code if self.dnd else None})
+
+    def restore_dnd(self, on: bool) -> None:
+        """At start: DND as it was when the unit stopped (from `dnd_file`), before any call can come."""
+        if on and not self.on_loop():
+            self.submit("dnd", state="on").result(REPLY_TIMEOUT)
+
+    async def _history(self, missed: bool = False, limit: int | None = None, search: str | None = None) -> Outcome:
+        history = self.history
+        if history is None:
+            return self._refuse("history", refusal("history_off"))
+        count = max(1, min(limit or HISTORY_LIMIT, HISTORY_MAX))
+        try:
+            calls = await self._loop.run_in_executor(
+                None, lambda: history.query(missed=missed, limit=count, search=search or ""))
+        except Exception as exc:
+            log.warning("history: cannot read: %s", exc)
+            return self._refuse("history", refusal("history_unreadable", error=str(exc)))
+        return Outcome(True, data={"calls": calls, "missed_unseen": self.missed_unseen}, action="history")
+
+    async def _history_seen(self) -> Outcome:
+        if self.history is None:
+            return self._refuse("history_seen", refusal("history_off"))
+        self.history.mark_seen()
+        self.missed_unseen = 0
+        self._emit(ev.HistoryChanged({}, 0))
+        return Outcome(True, data={"missed_unseen": 0})
+
+    async def _callback(self, entry: int) -> Outcome:
+        """Call the party of a history entry again, on its line (and route, for a call we placed)."""
+        action = "callback"
+        history = self.history
+        if history is None:
+            return self._refuse(action, refusal("history_off"))
+        try:
+            found = await self._loop.run_in_executor(None, history.get, entry)
+        except Exception as exc:
+            return self._refuse(action, refusal("history_unreadable", error=str(exc)))
+        if not found:
+            return self._refuse(action, refusal("no_history_entry", entry=entry))
+        number = str(found.get("number") or "")
+        if not number:
+            return self._refuse(action, refusal("no_number_to_call", entry=entry))
+        lines = [line.id for line in self.profile.lines]
+        route = found.get("route") if found.get("direction") == "out" else None
+        if route and route not in [r.id for r in self.profile.routes]:
+            route = None
+        line = self.profile.route(route).line if route else found.get("line")
+        if line not in lines:
+            line = self.line  # the line is gone from the profile: the one chosen now
+        out = await self._dial_on(action, number, line, route)
+        if out.ok and found.get("outcome") == "missed" and not found.get("seen"):
+            history.mark_seen(entry)  # called back: no longer a missed call waiting for the operator
+            self.missed_unseen = history.missed_unseen()
+            self._emit(ev.HistoryChanged({}, self.missed_unseen))
+        return out
+
+    async def _directory(self, query: str = "", limit: int | None = None) -> Outcome:
+        directory = self.directory
+        if directory is None:
+            problem = {"source": "directory", "code": "directory_off",
+                       "message": i18n.message("directory_off", {})}
+            return Outcome(True, data={"contacts": [], "errors": [problem]}, action="directory")
+        count = max(1, min(limit or DIRECTORY_LIMIT, 200))
+        found, problems = await self._loop.run_in_executor(None, directory.search, query, count)
+        return Outcome(True, data={"contacts": [c.to_json() for c in found],
+                                   "errors": [p.to_json() for p in problems]}, action="directory")
+
+    # --- the history of each call (loop; kiosk.history writes on its own thread) ----
+
+    def _history_begin(self, row: Row) -> None:
+        if self.history is None:
+            return
+        who = row.as_json()
+        try:
+            self.history.begin(row.id, direction=row.direction, line=row.line, route=row.route,
+                               remote=row.remote, name=who["name"],
+                               number=row.dialled or who["number"], via=row.via, started=row.started)
+        except Exception:
+            log.exception("history: cannot note row %d", row.id)
+
+    def _history_end(self, row: Row, reason: str) -> None:
+        facts = self.calllog.pop(row.id)
+        if self.history is None:
+            return
+        what = call_outcome(row, facts)
+        ended = time.time()
+        recording = Path(row.recording_path).name if row.recording_path else ""
+        try:
+            if facts.transferred_to or facts.conference:
+                self.history.update(row.id, transferred_to=facts.transferred_to, conference=facts.conference)
+            entry_id = self.history.end(row.id, outcome=what, reason=reason, ended=ended, recording=recording)
+            self.missed_unseen = self.history.missed_unseen()
+        except Exception:
+            log.exception("history: cannot end row %d", row.id)
+            return
+        who = row.as_json()
+        entry = {"id": entry_id, "direction": row.direction, "line": row.line, "route": row.route,
+                 "remote": row.remote, "name": who["name"], "number": row.dialled or who["number"], "via": row.via,
+                 "started": row.started, "answered": row.answered, "ended": ended,
+                 "duration": round(ended - row.answered, 1) if row.answered else 0.0, "outcome": what,
+                 "reason": reason, "recording": recording, "conference": facts.conference,
+                 "transferred_to": facts.transferred_to, "seen": what != "missed"}
+        self._emit(ev.HistoryChanged(entry, self.missed_unseen))
+
+    def _history_refused(self, event: ev.IncomingCall) -> None:
+        """A call refused by do-not-disturb: it never was a row, but it is in the history."""
+        log.info("call from %s on line %s refused (%d): do not disturb", event.remote, event.line, event.refused,
+                 extra={"EVENT": "dnd", "LINE": event.line, "SIP_STATUS": event.refused})
+        if self.history is None:
+            return
+        who = party(event.remote)
+        name = self._directory_name(who.number) or who.name
+        now = time.time()
+        entry = {"direction": "in", "line": event.line, "route": None, "remote": event.remote, "name": name,
+                 "number": who.number, "via": event.via, "started": now, "answered": None, "ended": now,
+                 "outcome": "dnd", "reason": f"{event.refused} do not disturb", "recording": ""}
+        try:
+            entry_id = self.history.record(**entry)
+        except Exception:
+            log.exception("history: cannot note a refused call")
+            return
+        self._emit(ev.HistoryChanged({**entry, "id": entry_id, "duration": 0.0, "conference": False,
+                                      "transferred_to": "", "seen": True}, self.missed_unseen))
+
+    def _directory_name(self, number: str) -> str:
+        """The directory's name for a number ("" when none); never waits for the network."""
+        if self.directory is None or not number:
+            return ""
+        try:
+            return self.directory.name_for(number) or ""
+        except Exception:
+            log.exception("directory: name_for failed")
+            return ""
+
+    # --- auto-answer (loop) --------------------------------------------------
+
+    def _auto_answer_due(self, row: Row, event: ev.IncomingCall) -> float | None:
+        """Seconds until this ringing call answers itself, or None when it rings for the operator."""
+        try:
+            line = self.profile.line(row.line)
+        except KeyError:
+            return None
+        if not (line.auto_answer or event.intercom):
+            return None
+        if any(r.up for r in self.rows.values() if r.id != row.id):
+            return None  # the operator is busy with a call: this one rings (call waiting) instead
+        ms = event.answer_after_ms if event.intercom and event.answer_after_ms is not None \
+            else line.auto_answer_delay_ms
+        return max(0, ms) / 1000.0
+
+    def _auto_answer_now(self, row_id: int) -> None:
+        self._auto_answers.pop(row_id, None)
+        row = self.rows.get(row_id)
+        if row is None or row.state != "ringing":
+            return
+        row.auto_answer = False
+        if any(r.up for r in self.rows.values() if r.id != row_id):
+            self._changed(row)  # another call was answered meanwhile: this one now rings for the operator
+            return
+        beep = getattr(self.agent, "beep", None)
+        if beep is not None:
+            beep()
+        log.info("row %d: answered by itself (%s)", row_id, "intercom" if row.intercom else "auto-answer",
+                 extra=_fields(row, event="auto_answer"))
+        self._changed(row)
+        self.submit("answer", row=row_id)
 
     def _params_changed(self) -> None:
         self._emit(ev.ParamsChanged(self.line, self.number, self.route))
@@ -1028,6 +1307,9 @@ class Desk(CommandMethods):
                 self._agent_apply = fut
         else:
             self._agent_apply = None
+        set_dnd = getattr(self.agent, "set_dnd", None)
+        if self.dnd and set_dnd is not None and effective.dnd.code != old.dnd.code:
+            set_dnd(effective.dnd.code)  # the new refusal code for calls from now on
         waiting = []
         for line_id, what in pending.items():
             calls = sorted(r.id for r in self.rows.values() if r.line == line_id)
@@ -1168,6 +1450,8 @@ class Desk(CommandMethods):
         if isinstance(target, Refusal):
             return self._refuse("hangup", target)
         log.info("row %d: hang up", target.id, extra=_fields(target, "hangup"))
+        if target.direction == "in" and target.answered is None:
+            self.calllog.of(target.id).rejected = True
         self._step(row=target.id)
         return (await self._wait("hangup", self.agent.hangup(target.id), target.id)
                 or Outcome(True, data={"row": target.id}))
@@ -1394,6 +1678,8 @@ class Desk(CommandMethods):
             return failed
         members = [r for r in members if r in self.rows]
         self.conference_rows = set(members)
+        for rid in members:
+            self.calllog.of(rid).conference = True
         if self.pending_conference and set(self.pending_conference) <= set(members):
             self.pending_conference = None  # joined by selecting the rows: a later press is a new step
         remotes = [self.rows[r].remote for r in members]
@@ -1428,6 +1714,7 @@ class Desk(CommandMethods):
         if not out.ok:
             return out
         row_id = out.data["row"]
+        self.calllog.of(row_id).pickup = True
 
         def answered() -> bool:
             row = self.rows.get(row_id)
@@ -1569,7 +1856,8 @@ class Desk(CommandMethods):
             await self._give_back(held)
             return self._refuse(action, why)
         uri = self.target_uri(number, line_id, route_id)
-        row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id)
+        row = Row(next(self.ids), line_id, "out", uri, "dialling", route=route_id, dialled=number)
+        row.directory_name = self._directory_name(number)
         if note is not None:
             self._set_note(row, note[0], **note[1])
         self.rows[row.id] = row
@@ -1587,6 +1875,7 @@ class Desk(CommandMethods):
         self._step(row=row.id, uri=uri)
         self._changed(row)
         self._emit(ev.SelectionChanged(tuple(self.selection)))
+        self._history_begin(row)
         failed = await self._wait(action, fut, row.id)
         if failed:
             if not fut.done():  # the agent may still place it: queue its hang-up behind it
@@ -1632,9 +1921,19 @@ class Desk(CommandMethods):
                                 "SIP_STATUS": event.code})
                 self._emit(event)
             elif isinstance(event, ev.IncomingCall):
-                row = Row(event.call, event.line, "in", event.remote, "ringing")
+                if event.refused:
+                    self._history_refused(event)
+                    return
+                row = Row(event.call, event.line, "in", event.remote, "ringing", via=event.via,
+                          intercom=event.intercom)
+                row.directory_name = self._directory_name(party(event.remote).number)
+                due = self._auto_answer_due(row, event)
                 alone = not self.rows
                 self.rows[row.id] = row
+                if due is not None:
+                    row.auto_answer = True
+                    self._auto_answers[row.id] = self._loop.call_later(due, self._auto_answer_now, row.id)
+                self._history_begin(row)
                 log.info("row %d: incoming from %s on line %s", row.id, row.remote, row.line,
                          extra=_fields(row, event="incoming"))
                 self._changed(row)
@@ -1654,6 +1953,10 @@ class Desk(CommandMethods):
                     elif not event.local_hold:
                         row.held_since = None
                     row.local_hold, row.remote_hold = event.local_hold, event.remote_hold
+                    if row.answered is None:  # media before the answer: the far end's own early audio
+                        row.early_media = not (event.local_hold or event.remote_hold)
+                        self._changed(row)
+                        return
                     row.state = self._talk_state(row)
                     self._changed(row)
                     # Hold periods are marked in the recording's sidecar (no-op when not recorded).
@@ -1676,6 +1979,8 @@ class Desk(CommandMethods):
         if event.remote:
             row.remote = event.remote
         if event.state == "ended":
+            facts = self.calllog.of(row.id)
+            facts.code, facts.elsewhere = event.code, event.elsewhere
             reason = f"{event.code} {event.reason}".strip() if event.code else event.reason
             failed = row.direction == "out" and row.answered is None and (event.code >= 300 or not event.code) \
                 and event.code != 487  # 487: we cancelled it ourselves
@@ -1687,6 +1992,9 @@ class Desk(CommandMethods):
             return
         if event.state == "talking" and row.answered is None:
             row.answered = time.time()
+            row.auto_answer = False
+            if self.history is not None:
+                self.history.answered(row.id, row.answered)
             if self.profile.recording.always:
                 self._record_always(row)
         if event.state == "early":
@@ -1728,6 +2036,9 @@ class Desk(CommandMethods):
         status = f"{event.code} {event.reason}"
         if 200 <= event.code < 300:
             log.info("row %d: transfer done, leaving the call", row.id, extra=_fields(row, event="transferred"))
+            self.calllog.of(row.id).transferred_to = party(transfer.to).number or transfer.to
+            if transfer.consult is not None and transfer.consult in self.rows:
+                self.calllog.of(transfer.consult).transferred_to = party(row.remote).number or row.remote
             self.agent.hangup(row.id)  # not waited: the loop never waits on the agent
             if transfer.consult is not None:
                 # B and C are now talking to each other: our leg to C is no
@@ -1786,6 +2097,10 @@ class Desk(CommandMethods):
         if gone is None:
             return
         log.info("row %d: ended (%s)", row_id, reason, extra={**_fields(gone, event="ended"), "REASON": reason})
+        timer = self._auto_answers.pop(row_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._history_end(gone, reason)
         # The agent released the call's recorder: complete its files in the background.
         self.recording_files.finish(row_id, f"call ended: {reason}" if reason else "call ended")
         self.ended_reasons[row_id] = reason
@@ -1841,6 +2156,16 @@ class Desk(CommandMethods):
         self._update_available()
         if self.pending_lines:
             self._loop.call_soon(self._settle_pending_lines)
+
+
+def _keep_dnd(path: Path, text: str) -> None:
+    """Keep the DND state for the next start (off the loop; a failure costs only that)."""
+    from .reload import write_atomically
+
+    try:
+        write_atomically(path, text.encode())
+    except OSError as exc:
+        log.warning("do not disturb: cannot keep the state in %s: %s", path, exc)
 
 
 def _line_sip(line: Any) -> tuple[Any, ...]:

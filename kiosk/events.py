@@ -44,6 +44,15 @@ class IncomingCall(Event):
     call: int
     line: str
     remote: str
+    #: The original destination of a diverted or queued call (History-Info / Diversion): its display
+    #: name ("Sales queue") or number; "" when the call came straight to the line.
+    via: str = ""
+    #: An intercom request (Call-Info answer-after, Alert-Info auto-answer) from an identity host on a
+    #: line that allows it: the desk answers it by itself.
+    intercom: bool = False
+    answer_after_ms: int | None = None
+    #: The SIP status the agent refused it with at once (do-not-disturb); 0: it rings.
+    refused: int = 0
     kind = "incoming"
 
 
@@ -56,6 +65,8 @@ class CallProgress(Event):
     code: int = 0
     reason: str = ""
     remote: str = ""
+    #: An unanswered incoming call ended because it was answered elsewhere (CANCEL with Reason cause=200).
+    elsewhere: bool = False
     kind = "progress"
 
 
@@ -120,6 +131,24 @@ class MuteChanged(Event):
 
     muted: bool
     kind = "mute"
+
+
+@dataclass(frozen=True)
+class DndChanged(Event):
+    """Do-not-disturb was turned on or off (from whichever front-end): incoming calls are refused while on."""
+
+    on: bool
+    kind = "dnd"
+
+
+@dataclass(frozen=True)
+class HistoryChanged(Event):
+    """A call was written to the call history when it ended (`entry`, kiosk.history's JSON of it), or the
+    missed calls were seen (`entry` empty). `missed_unseen`: the missed calls not yet seen."""
+
+    entry: dict[str, Any]
+    missed_unseen: int
+    kind = "history"
 
 
 @dataclass(frozen=True)

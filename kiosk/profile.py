@@ -70,6 +70,9 @@ class Sip:
     #: A call in conversation that receives no RTP and no RTCP for this long is hung
     #: up (the far end crashed or lost its network). 0: never.
     rtp_timeout_seconds: int = 60
+    #: Hosts whose P-Asserted-Identity names the caller and whose intercom requests are honoured;
+    #: () means the servers of the lines (their registrars and proxies): Profile.identity_hosts().
+    identity_hosts: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -89,6 +92,14 @@ class Line:
     username: str
     password: str = field(default="", repr=False)
     proxy: str | None = None  # sip:host:port (outbound proxy)
+    #: How the keypad's digits reach the far end in a call: RFC 4733 telephone-events in the
+    #: RTP stream, or SIP INFO (application/dtmf-relay) for a PBX that wants them in signalling.
+    dtmf: str = "rfc4733"
+    #: Answer this line's calls by itself after auto_answer_delay_ms, with a short beep in the ear.
+    auto_answer: bool = False
+    auto_answer_delay_ms: int = 1000
+    #: Honour an intercom request (Call-Info answer-after, Alert-Info auto-answer) from an identity host.
+    intercom: bool = False
 
     @property
     def domain(self) -> str:
@@ -125,9 +136,51 @@ class Control:
     socket: Path = Path("/run/kiosk/control.sock")
 
 
+#: The ring patterns a profile may name (kiosk.tones holds their cadences).
+RING_PATTERNS = ("standard", "double", "short")
+
+
 @dataclass(frozen=True)
 class Audio:
     device: str | int | None = None  # None / "none": no local audio (null device)
+    #: Where an incoming call rings when nothing is in conversation (a speaker); None: on `device`.
+    ring_device: str | int | None = None
+    ring_pattern: str = "standard"
+    ring_level: int = 70  # percent of full scale
+
+
+#: What a call refused for do-not-disturb is told: Busy Here, Temporarily Unavailable or Decline.
+DND_CODES = (486, 480, 603)
+
+
+@dataclass(frozen=True)
+class Dnd:
+    code: int = 486
+
+
+@dataclass(frozen=True)
+class History:
+    """The call history (kiosk.history): where, and how long calls are kept."""
+
+    path: Path | None = None  # None: history.db in the unit's state directory
+    max_age_days: int = 365  # 0: no limit
+    max_calls: int = 100_000  # 0: no limit
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Where names come from (kiosk.directory): a provisioned file, and the company's LDAP."""
+
+    file: Path | None = None  # a CSV with a header line, or a vCard (.vcf) file
+    ldap: str | None = None  # ldap://host:389 or ldaps://host:636
+    ldap_base: str = ""
+    ldap_bind_dn: str | None = None
+    ldap_password_file: Path | None = None
+    ldap_password: str = field(default="", repr=False)
+    ldap_timeout_seconds: int = 3
+    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*))"
+    ldap_name_attr: str = "cn"
+    ldap_number_attrs: tuple[str, ...] = ("telephoneNumber", "mobile", "ipPhone")
 
 
 @dataclass(frozen=True)
@@ -141,6 +194,8 @@ class Gpio:
     hangup: int | None = None
     led_ringing: int | None = None
     led_recording: int | None = None
+    dnd: int | None = None
+    led_dnd: int | None = None
 
 
 #: The placeholders a provisioning URL may hold, with the sample values its check fills in.
@@ -184,6 +239,9 @@ class Profile:
     audio: Audio = Audio()
     gpio: Gpio = Gpio()
     provisioning: Provisioning | None = None
+    dnd: Dnd = Dnd()
+    history: History = History()
+    directory: Directory = Directory()
 
     def line(self, line_id: str) -> Line:
         for line in self.lines:
@@ -196,6 +254,20 @@ class Profile:
             if route.id == route_id:
                 return route
         raise KeyError(route_id)
+
+    def identity_hosts(self) -> tuple[str, ...]:
+        """The hosts trusted to assert who calls (P-Asserted-Identity) and to ask for intercom answer:
+        `[sip] identity_hosts`, else the host of every line's registrar and proxy."""
+        if self.sip.identity_hosts:
+            return self.sip.identity_hosts
+        hosts: list[str] = []
+        for line in self.lines:
+            for uri in (line.registrar, line.proxy):
+                if uri:
+                    host = _server_host(uri)
+                    if host and host not in hosts:
+                        hosts.append(host)
+        return tuple(hosts)
 
     @property
     def accounts(self) -> int:
@@ -714,17 +786,22 @@ def _server_host(uri: str) -> str:
 _SECTIONS = {
     "operator": ("name", "language"),
     "sip": ("listen", "trusted", "user_agent", "default_route", "register_expires", "keepalive_seconds",
-            "rtp_timeout_seconds"),
-    "line": ("id", "label", "uri", "registrar", "username", "password", "password_file", "proxy"),
+            "rtp_timeout_seconds", "identity_hosts"),
+    "line": ("id", "label", "uri", "registrar", "username", "password", "password_file", "proxy", "dtmf",
+             "auto_answer", "auto_answer_delay_ms", "intercom"),
     "route": ("id", "label", "line", "prefix", "proxy"),
     "recording": ("always", "directory", "min_free_mb", "max_age_days", "max_total_mb"),
     "pickup": ("prefix",),
     "control": ("socket",),
-    "audio": ("device",),
+    "audio": ("device", "ring_device", "ring_pattern", "ring_level"),
     "gpio": (
         "hold", "connect", "transfer", "conference", "record",
-        "answer", "hangup", "led_ringing", "led_recording",
+        "answer", "hangup", "dnd", "led_ringing", "led_recording", "led_dnd",
     ),
+    "dnd": ("code",),
+    "history": ("path", "max_age_days", "max_calls"),
+    "directory": ("file", "ldap", "ldap_base", "ldap_bind_dn", "ldap_password_file", "ldap_timeout_seconds",
+                  "ldap_filter", "ldap_name_attr", "ldap_number_attrs"),
     "provisioning": ("url", "interval_minutes", "timeout_seconds", "ca_file", "token_file", "username",
                      "password_file"),
 }
@@ -924,6 +1001,9 @@ class _Builder:
         audio = self.audio(self.table(data, "audio"))
         gpio = self.gpio(self.table(data, "gpio"))
         provisioning = self.provisioning(data)
+        dnd = self.dnd(self.table(data, "dnd"))
+        history = self.history(self.table(data, "history"))
+        directory = self.directory(self.table(data, "directory"))
 
         if self.problems:
             self.problems.sort(key=lambda p: (p.line is None, p.line or 0))
@@ -931,7 +1011,7 @@ class _Builder:
         return Profile(
             path=self.path, operator=operator, sip=sip, lines=tuple(lines), routes=tuple(routes),
             recording=recording, pickup=pickup, control=control, audio=audio, gpio=gpio,
-            provisioning=provisioning,
+            provisioning=provisioning, dnd=dnd, history=history, directory=directory,
         )
 
     def operator(self, t: Mapping[str, Any]) -> Operator:
@@ -960,6 +1040,7 @@ class _Builder:
                 )
                 listen = _BAD
         trusted = self.trusted(t)
+        identity = self.trusted(t, "identity_hosts") if "identity_hosts" in t else ()
         user_agent = self.text(t, "sip", "user_agent", '"kiosk"', default=Sip.user_agent)
         default_route = self.text(t, "sip", "default_route", '"internal"')
         expires = self.integer(t, "sip", "register_expires", "120", lo=30, hi=3600,
@@ -993,25 +1074,28 @@ class _Builder:
             register_expires=Sip.register_expires if expires is _BAD else expires,
             keepalive_seconds=Sip.keepalive_seconds if keepalive is _BAD else keepalive,
             rtp_timeout_seconds=Sip.rtp_timeout_seconds if rtp_timeout is _BAD else rtp_timeout,
+            identity_hosts=identity,
         )
 
-    def trusted(self, t: Mapping[str, Any]) -> tuple[str, ...]:
-        if "trusted" not in t:
-            return Sip.trusted
-        value = t["trusted"]
-        example = 'trusted = ["10.0.0.5", "pbx.example.org"]'
+    def trusted(self, t: Mapping[str, Any], name: str = "trusted") -> tuple[str, ...]:
+        """`[sip] trusted` (or another list of hosts of the same form, `identity_hosts`)."""
+        fallback = Sip.trusted if name == "trusted" else ()
+        if name not in t:
+            return fallback
+        value = t[name]
+        example = f'{name} = ["10.0.0.5", "pbx.example.org"]'
         if isinstance(value, str):
-            self.problem("sip.trusted", f"must be a list, even of one host: trusted = [{_toml_str(value)}]")
-            return Sip.trusted
+            self.problem(f"sip.{name}", f"must be a list, even of one host: {name} = [{_toml_str(value)}]")
+            return fallback
         if not isinstance(value, list):
-            self.problem("sip.trusted", f"must be a list of host names or IP addresses, like {example}, got {_show(value)}")
-            return Sip.trusted
-        if not value:
+            self.problem(f"sip.{name}", f"must be a list of host names or IP addresses, like {example}, got {_show(value)}")
+            return fallback
+        if not value and name == "trusted":
             # An empty list would refuse every incoming call, the PBX's included.
             self.problem("sip.trusted", f"must name at least the PBX, or every incoming call is refused; e.g. {example}")
         hosts = []
         for i, host in enumerate(value, start=1):
-            key = f"sip.trusted[{i}]"
+            key = f"sip.{name}[{i}]"
             if not isinstance(host, str):
                 self.problem(key, f"must be a host name or IP address in quotes, like \"10.0.0.5\", got {_show(host)}")
                 continue
@@ -1054,13 +1138,25 @@ class _Builder:
             username = self.text(e, prefix, "username", '"1001"', required=True)
             proxy = self.sip_uri(e, prefix, "proxy", "sip:proxy.example.org:5060;lr", user=False, required=False)
             password = self.password(e, prefix)
+            dtmf = self.text(e, prefix, "dtmf", '"rfc4733"', default=Line.dtmf)
+            if dtmf not in (_BAD, "rfc4733", "info"):
+                self.problem(f"{prefix}.dtmf", f'must be "rfc4733" (telephone-events in the audio stream, what most '
+                                               f'phones and PBXs take) or "info" (SIP INFO), got {_show(dtmf)}')
+                dtmf = _BAD
+            auto_answer = self.boolean(e, prefix, "auto_answer", default=Line.auto_answer)
+            delay = self.integer(e, prefix, "auto_answer_delay_ms", "1000", lo=0, hi=60_000,
+                                 default=Line.auto_answer_delay_ms, unit=" of milliseconds")
+            intercom = self.boolean(e, prefix, "intercom", default=Line.intercom)
             values = (line_id, label, uri, registrar, username, password, proxy)
             self.line_keys.append(prefix)
             if _BAD in values:
                 # Keep the id so routes naming this line are not reported as well.
                 lines.append(Line(id="" if line_id is _BAD else line_id, label="", uri="sip:x@invalid", registrar="", username=""))
                 continue
-            lines.append(Line(line_id, label, uri, registrar, username, password, proxy))
+            lines.append(Line(line_id, label, uri, registrar, username, password, proxy,
+                              dtmf=Line.dtmf if dtmf is _BAD else dtmf, auto_answer=auto_answer,
+                              auto_answer_delay_ms=Line.auto_answer_delay_ms if delay is _BAD else delay,
+                              intercom=intercom))
         return lines
 
     def password(self, e: Mapping[str, Any], prefix: str) -> Any:
@@ -1186,22 +1282,101 @@ class _Builder:
         return Pickup(Pickup.prefix if prefix is _BAD else prefix)
 
     def audio(self, t: Mapping[str, Any]) -> Audio:
-        if "device" not in t:
-            return Audio()
-        value = t["device"]
+        device = self.device(t, "device")
+        ring_device = self.device(t, "ring_device") if "ring_device" in t else None
+        pattern = self.text(t, "audio", "ring_pattern", '"standard"', default=Audio.ring_pattern)
+        if pattern is not _BAD and pattern not in RING_PATTERNS:
+            self.problem("audio.ring_pattern", f"must be {_one_of(RING_PATTERNS)}, got {_show(pattern)}")
+            pattern = _BAD
+        level = self.integer(t, "audio", "ring_level", "70", lo=0, hi=100, default=Audio.ring_level,
+                             unit=" (percent)")
+        return Audio(device, ring_device, Audio.ring_pattern if pattern is _BAD else pattern,
+                     Audio.ring_level if level is _BAD else level)
+
+    def device(self, t: Mapping[str, Any], name: str) -> str | int | None:
+        """A sound device: a name (or part of one), an index, or "none"."""
+        if name not in t:
+            return None
+        value = t[name]
         right = 'a device name like "USB Audio", an index like 2, or "none" for no local audio'
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            self.problem("audio.device", f"must be {right}, got {_show(value)}")
-            return Audio()
+            self.problem(f"audio.{name}", f"must be {right}, got {_show(value)}")
+            return None
         if isinstance(value, int):
             if value < 0:
-                self.problem("audio.device", f"must be {right}, got {value} (indexes start at 0)")
-                return Audio()
-            return Audio(value)
+                self.problem(f"audio.{name}", f"must be {right}, got {value} (indexes start at 0)")
+                return None
+            return value
         if not value.strip() or not value.isprintable():
-            self.problem("audio.device", f"must be {right}, got {_show(value)}")
-            return Audio()
-        return Audio(None if value.strip().lower() == "none" else value)
+            self.problem(f"audio.{name}", f"must be {right}, got {_show(value)}")
+            return None
+        return None if value.strip().lower() == "none" else value
+
+    def dnd(self, t: Mapping[str, Any]) -> Dnd:
+        code = self.integer(t, "dnd", "code", "486", lo=100, hi=699, default=Dnd.code)
+        if code is not _BAD and code not in DND_CODES:
+            self.problem("dnd.code", f"must be 486 (Busy Here), 480 (Temporarily Unavailable) or 603 (Decline), "
+                                     f"got {code}")
+            code = _BAD
+        return Dnd(Dnd.code if code is _BAD else code)
+
+    def history(self, t: Mapping[str, Any]) -> History:
+        path = self.path_value(t, "history", "path", '"/var/lib/kiosk/history.db"', None)
+        age = self.integer(t, "history", "max_age_days", "365", lo=0, default=History.max_age_days,
+                           unit=" of days (0: no limit)")
+        count = self.integer(t, "history", "max_calls", "100000", lo=0, hi=10_000_000, default=History.max_calls,
+                             unit=" of calls (0: no limit)")
+        return History(path, History.max_age_days if age is _BAD else age,
+                       History.max_calls if count is _BAD else count)
+
+    def directory(self, t: Mapping[str, Any]) -> Directory:
+        file = self.path_value(t, "directory", "file", '"contacts.csv"', None)
+        if file is not None and file.suffix.lower() not in (".csv", ".vcf", ".vcard"):
+            self.problem("directory.file", f"must be a .csv file with a header line (name,number) or a vCard "
+                                           f"file (.vcf), got {_show(str(file))}")
+            file = None
+        url = self.text(t, "directory", "ldap", '"ldap://ldap.example.org"')
+        if url not in (None, _BAD) and not re.fullmatch(r"ldaps?://[^/\s?#]+/?", url):
+            self.problem("directory.ldap", f'must be ldap://host[:port] or ldaps://host[:port], like '
+                                           f'"ldap://ldap.example.org:389", got {_show(url)}')
+            url = _BAD
+        base = self.text(t, "directory", "ldap_base", '"ou=people,dc=example,dc=org"', default="")
+        if url not in (None, _BAD) and base in ("", None):
+            self.problem("directory.ldap_base", 'is missing: an LDAP search needs where to look; add ldap_base = '
+                                                '"ou=people,dc=example,dc=org"')
+        bind_dn = self.text(t, "directory", "ldap_bind_dn", '"cn=kiosk,dc=example,dc=org"')
+        password_file = self.path_value(t, "directory", "ldap_password_file", '"secrets/ldap.pass"', None)
+        password = ""
+        if password_file is not None:
+            value = self.read_secret_file("directory.ldap_password_file", password_file, "the LDAP bind password")
+            password = "" if value is _BAD else value
+            if bind_dn is None:
+                self.problem("directory.ldap_bind_dn", 'is missing: a bind password needs the DN it is for; add '
+                                                       'ldap_bind_dn = "cn=kiosk,dc=example,dc=org"')
+        timeout = self.integer(t, "directory", "ldap_timeout_seconds", "3", lo=1, hi=30,
+                               default=Directory.ldap_timeout_seconds, unit=" of seconds")
+        flt = self.text(t, "directory", "ldap_filter", '"(cn=*{q}*)"', default=Directory.ldap_filter)
+        if flt is not _BAD and ("{q}" not in flt or not (flt.startswith("(") and flt.endswith(")"))):
+            self.problem("directory.ldap_filter", f'must be an LDAP filter in brackets with {{q}} where the search '
+                                                  f'text goes, like "(|(cn=*{{q}}*)(telephoneNumber=*{{q}}*))", '
+                                                  f'got {_show(flt)}')
+            flt = _BAD
+        name_attr = self.text(t, "directory", "ldap_name_attr", '"cn"', default=Directory.ldap_name_attr)
+        numbers: Any = Directory.ldap_number_attrs
+        if "ldap_number_attrs" in t:
+            raw = t["ldap_number_attrs"]
+            if not (isinstance(raw, list) and raw and all(isinstance(a, str) and a.strip() for a in raw)):
+                self.problem("directory.ldap_number_attrs", f'must be a list of attribute names, like '
+                                                            f'["telephoneNumber", "mobile"], got {_show(raw)}')
+            else:
+                numbers = tuple(raw)
+        return Directory(file=file, ldap=None if url is _BAD else url, ldap_base=base or "",
+                         ldap_bind_dn=None if bind_dn is _BAD else bind_dn, ldap_password_file=password_file,
+                         ldap_password=password,
+                         ldap_timeout_seconds=Directory.ldap_timeout_seconds if timeout is _BAD else timeout,
+                         ldap_filter=Directory.ldap_filter if flt is _BAD else flt,
+                         ldap_name_attr=Directory.ldap_name_attr if name_attr is _BAD else name_attr,
+                         ldap_number_attrs=numbers)
 
     def gpio(self, t: Mapping[str, Any]) -> Gpio:
         pins: dict[str, int | None] = {}

@@ -85,6 +85,10 @@ class FakeAgent:
         self.received: list[tuple[Any, ...]] = []
         self._scripted: dict[str, deque[Future[None]]] = {}
         self._lock = threading.Lock()
+        #: Every tone the desk asked for, in order (None: silence); kept apart from `received`.
+        self.tones: list[str | None] = []
+        #: The refusal code while do-not-disturb is on (None: off).
+        self.dnd: int | None = None
 
     # --- the Agent protocol ---------------------------------------------------------
 
@@ -129,6 +133,29 @@ class FakeAgent:
 
     def mute(self, on: bool) -> Future[None]:
         return self._request("mute", on)
+
+    def tone(self, kind: str | None) -> Future[None]:
+        with self._lock:
+            self.tones.append(kind)
+        return _resolved()
+
+    @property
+    def playing(self) -> str | None:
+        """The tone the desk wants played now."""
+        with self._lock:
+            return self.tones[-1] if self.tones else None
+
+    def dtmf(self, call: int, digits: str, method: str) -> Future[None]:
+        return self._request("dtmf", call, digits, method)
+
+    def beep(self) -> Future[None]:
+        return self._request("beep")
+
+    def set_dnd(self, code: int | None) -> Future[None]:
+        fut = self._request("set_dnd", code)
+        if fut.done() and fut.exception() is None:
+            self.dnd = code
+        return fut
 
     def _request(self, action: str, *args: Any) -> Future[None]:
         with self._lock:
@@ -186,13 +213,20 @@ class FakeAgent:
         for line in profile.lines:
             self.register(line.id)
 
-    def ring(self, remote: str = "sip:2001@pbx.test", line: str = "op1", call: int | None = None) -> int:
-        """A call rings on `line`; returns its row id, drawn from the desk's counter as the real agent does."""
+    def ring(self, remote: str = "sip:2001@pbx.test", line: str = "op1", call: int | None = None,
+             **fields: Any) -> int:
+        """A call rings on `line`; returns its row id, drawn from the desk's counter as the real agent does.
+
+        `fields`: IncomingCall's via, intercom, answer_after_ms. While do-not-disturb is set the call is
+        refused as the real agent refuses it (IncomingCall with `refused`) and never rings.
+        """
         if call is None:
             if self.new_id is None:
                 raise RuntimeError("FakeAgent.start() was not called (did the test forget desk.start()?)")
             call = self.new_id()
-        self.emit(ev.IncomingCall(call, line, remote))
+        if self.dnd is not None:
+            fields = {**fields, "refused": self.dnd}
+        self.emit(ev.IncomingCall(call, line, remote, **fields))
         return call
 
     def progress(self, call: int, state: str, code: int = 0, reason: str = "", remote: str = "") -> None:
@@ -207,9 +241,9 @@ class FakeAgent:
         """The call is answered (200 OK / ACK)."""
         self.progress(call, "talking", 200, "OK")
 
-    def ended(self, call: int, code: int = 200, reason: str = "Normal call clearing") -> None:
+    def ended(self, call: int, code: int = 200, reason: str = "Normal call clearing", elsewhere: bool = False) -> None:
         """The call is over (BYE, CANCEL, or a final failure response)."""
-        self.progress(call, "ended", code, reason)
+        self.emit(ev.CallProgress(call, "ended", code, reason, "", elsewhere))
 
     def transfer_status(self, call: int, code: int, reason: str, final: bool = True) -> None:
         """A NOTIFY about the REFER we sent for `call` arrived (sipfrag `code reason`)."""

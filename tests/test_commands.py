@@ -158,6 +158,9 @@ def _argv_for(command: commands.Command) -> list[str]:
     argv = [command.name]
     for arg in command.args:
         value = arg.choices[0] if arg.choices else samples.get(arg.type, "true")
+        if arg.option and arg.type == "bool":  # a flag: --missed / --no-missed
+            argv.append(f"--{arg.name}")
+            continue
         argv += [f"--{arg.name}", value] if arg.option else [value]
     return argv
 

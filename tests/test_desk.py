@@ -252,6 +252,7 @@ def test_incoming_call_rings_is_answered_talks_and_its_end_clears_row_and_select
         "started": 0, "duration": 0, "route": None, "recording": False, "note": "", "note_key": None,
         "answered": None, "local_hold": False, "remote_hold": False, "held_since": None, "name": "",
         "number": "2001", "conference": False, "consult_for": None, "line_label": "Operator 2",
+        "via": "", "intercom": False, "auto_answer": False, "directory_name": "",
     }
     desk.select([call]).wait()
 

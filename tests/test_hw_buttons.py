@@ -25,7 +25,7 @@ from kiosk.profile import Gpio
 from .fakes import FakeAgent
 
 PINS = Gpio(hold=5, connect=6, transfer=13, conference=16, record=19, answer=20, hangup=21,
-            led_ringing=23, led_recording=24)
+            dnd=12, led_ringing=23, led_recording=24, led_dnd=25)
 
 
 @pytest.fixture
