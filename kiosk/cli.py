@@ -170,8 +170,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
 
     desk = Desk(profile, PjAgent(profile))
     state_dir = state_dir_for(profile_path)
-    desk.history = open_history(profile, state_dir)
-    desk.directory = open_directory(profile)
+    desk.call_history = open_history(profile, state_dir)
+    desk.contacts = open_directory(profile)
     desk.dnd_file = state_dir / DND_FILE
     from .journal import REDACTOR
 
@@ -232,8 +232,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     def reopen_directory(old: "Profile", new: "Profile") -> list[str]:
         if old.directory == new.directory:
             return []
-        desk.directory = open_directory(new)
-        return ["directory: " + ("reopened" if desk.directory is not None else "none provisioned now")]
+        desk.contacts = open_directory(new)
+        return ["directory: " + ("reopened" if desk.contacts is not None else "none provisioned now")]
 
     reloader.hooks.append(reopen_directory)
     try:
@@ -320,8 +320,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
             buttons.close()
         control.stop()
         desk.stop()
-        if desk.history is not None:
-            desk.history.close()  # what is queued goes to the disk before the process ends
+        if desk.call_history is not None:
+            desk.call_history.close()  # what is queued goes to the disk before the process ends
     return 0
 
 

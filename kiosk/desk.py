@@ -349,12 +349,12 @@ class Desk(CommandMethods):
         self.provisioner: Any = None
         #: The call history (kiosk.history.History; None: this unit keeps none) and the directory
         #: (kiosk.directory.Directory; None: none provisioned), attached by the unit's start.
-        self.history: Any = None
-        self.directory: Any = None
+        self.call_history: Any = None
+        self.contacts: Any = None
         self.calllog = CallLog()
         self.missed_unseen = 0
         #: Do-not-disturb: incoming calls are refused (the agent does it, before they ring).
-        self.dnd = False
+        self.dnd_on = False
         #: Where the DND state is kept across restarts (None: not kept).
         self.dnd_file: Path | None = None
         self.tone: str | None = None  # what the agent was last told to play
@@ -666,7 +666,7 @@ class Desk(CommandMethods):
             "calls": [self._row_json(row) for row in self.rows.values()],
             "selection": list(self.selection),
             "muted": self.muted,
-            "dnd": self.dnd,
+            "dnd": self.dnd_on,
             "missed_unseen": self.missed_unseen,
             "available": dict(self.available),
             "notices": list(self.notices),
@@ -730,7 +730,7 @@ class Desk(CommandMethods):
     def _update_tone(self) -> None:
         """Tell the agent which tone to play when the table says another one (kiosk.ringer)."""
         quiet = [rid for rid, row in self.rows.items() if row.auto_answer]
-        tone = None if self.dnd and not self.rows else wanted_tone(self.rows.values(), quiet)
+        tone = None if self.dnd_on and not self.rows else wanted_tone(self.rows.values(), quiet)
         if tone == self.tone:
             return
         play = getattr(self.agent, "tone", None)
@@ -761,8 +761,8 @@ class Desk(CommandMethods):
             "record_stop": lambda: self._pre_record("stop"),
             "record_toggle": lambda: self._pre_record("toggle"),
             "dtmf": self._pre_dtmf,
-            "callback": lambda: self._can_line(self.line) if self.history is not None else refusal("history_off"),
-            "history_seen": lambda: None if self.history is not None else refusal("history_off"),
+            "callback": lambda: self._can_line(self.line) if self.call_history is not None else refusal("history_off"),
+            "history_seen": lambda: None if self.call_history is not None else refusal("history_off"),
         }
 
     def _can_line(self, line_id: str, row: int | None = None) -> Refusal | None:
@@ -1009,22 +1009,22 @@ class Desk(CommandMethods):
     # --- do not disturb, history, directory (loop) -------------------------
 
     async def _dnd(self, state: str = "toggle") -> Outcome:
-        on = (not self.dnd) if state == "toggle" else state == "on"
+        on = (not self.dnd_on) if state == "toggle" else state == "on"
         set_dnd = getattr(self.agent, "set_dnd", None)
         if set_dnd is None:
             return self._refuse("dnd", refusal("not_available", command="dnd"))
-        if on != self.dnd:
+        if on != self.dnd_on:
             failed = await self._wait("dnd", set_dnd(self.profile.dnd.code if on else None))
             if failed:
                 return failed
-            self.dnd = on
+            self.dnd_on = on
             log.info("do not disturb %s", "on" if on else "off", extra={"ACTION": "dnd", "EVENT": "dnd"})
             self._emit(ev.DndChanged(on))
             self._update_available()
             if self.dnd_file is not None:
                 path, text = self.dnd_file, ("on\n" if on else "off\n")
                 self._loop.run_in_executor(None, _keep_dnd, path, text)
-        return Outcome(True, data={"dnd": self.dnd, "code": self.profile.dnd.code if self.dnd else None})
+        return Outcome(True, data={"dnd": self.dnd_on, "code": self.profile.dnd.code if self.dnd_on else None})
 
     def restore_dnd(self, on: bool) -> None:
         """At start: DND as it was when the unit stopped (from `dnd_file`), before any call can come."""
@@ -1032,7 +1032,7 @@ class Desk(CommandMethods):
             self.submit("dnd", state="on").result(REPLY_TIMEOUT)
 
     async def _history(self, missed: bool = False, limit: int | None = None, search: str | None = None) -> Outcome:
-        history = self.history
+        history = self.call_history
         if history is None:
             return self._refuse("history", refusal("history_off"))
         count = max(1, min(limit or HISTORY_LIMIT, HISTORY_MAX))
@@ -1045,9 +1045,9 @@ class Desk(CommandMethods):
         return Outcome(True, data={"calls": calls, "missed_unseen": self.missed_unseen}, action="history")
 
     async def _history_seen(self) -> Outcome:
-        if self.history is None:
+        if self.call_history is None:
             return self._refuse("history_seen", refusal("history_off"))
-        self.history.mark_seen()
+        self.call_history.mark_seen()
         self.missed_unseen = 0
         self._emit(ev.HistoryChanged({}, 0))
         return Outcome(True, data={"missed_unseen": 0})
@@ -1055,7 +1055,7 @@ class Desk(CommandMethods):
     async def _callback(self, entry: int) -> Outcome:
         """Call the party of a history entry again, on its line (and route, for a call we placed)."""
         action = "callback"
-        history = self.history
+        history = self.call_history
         if history is None:
             return self._refuse(action, refusal("history_off"))
         try:
@@ -1077,12 +1077,13 @@ class Desk(CommandMethods):
         out = await self._dial_on(action, number, line, route)
         if out.ok and found.get("outcome") == "missed" and not found.get("seen"):
             history.mark_seen(entry)  # called back: no longer a missed call waiting for the operator
-            self.missed_unseen = history.missed_unseen()
+            # (the history's own count follows once its writer has read the entry back from the file)
+            self.missed_unseen = max(0, self.missed_unseen - 1)
             self._emit(ev.HistoryChanged({}, self.missed_unseen))
         return out
 
     async def _directory(self, query: str = "", limit: int | None = None) -> Outcome:
-        directory = self.directory
+        directory = self.contacts
         if directory is None:
             problem = {"source": "directory", "code": "directory_off",
                        "message": i18n.message("directory_off", {})}
@@ -1095,11 +1096,11 @@ class Desk(CommandMethods):
     # --- the history of each call (loop; kiosk.history writes on its own thread) ----
 
     def _history_begin(self, row: Row) -> None:
-        if self.history is None:
+        if self.call_history is None:
             return
         who = row.as_json()
         try:
-            self.history.begin(row.id, direction=row.direction, line=row.line, route=row.route,
+            self.call_history.begin(row.id, direction=row.direction, line=row.line, route=row.route,
                                remote=row.remote, name=who["name"],
                                number=row.dialled or who["number"], via=row.via, started=row.started)
         except Exception:
@@ -1107,16 +1108,16 @@ class Desk(CommandMethods):
 
     def _history_end(self, row: Row, reason: str) -> None:
         facts = self.calllog.pop(row.id)
-        if self.history is None:
+        if self.call_history is None:
             return
         what = call_outcome(row, facts)
         ended = time.time()
         recording = Path(row.recording_path).name if row.recording_path else ""
         try:
             if facts.transferred_to or facts.conference:
-                self.history.update(row.id, transferred_to=facts.transferred_to, conference=facts.conference)
-            entry_id = self.history.end(row.id, outcome=what, reason=reason, ended=ended, recording=recording)
-            self.missed_unseen = self.history.missed_unseen()
+                self.call_history.update(row.id, transferred_to=facts.transferred_to, conference=facts.conference)
+            entry_id = self.call_history.end(row.id, outcome=what, reason=reason, ended=ended, recording=recording)
+            self.missed_unseen = self.call_history.missed_unseen()
         except Exception:
             log.exception("history: cannot end row %d", row.id)
             return
@@ -1133,7 +1134,7 @@ class Desk(CommandMethods):
         """A call refused by do-not-disturb: it never was a row, but it is in the history."""
         log.info("call from %s on line %s refused (%d): do not disturb", event.remote, event.line, event.refused,
                  extra={"EVENT": "dnd", "LINE": event.line, "SIP_STATUS": event.refused})
-        if self.history is None:
+        if self.call_history is None:
             return
         who = party(event.remote)
         name = self._directory_name(who.number) or who.name
@@ -1142,7 +1143,7 @@ class Desk(CommandMethods):
                  "number": who.number, "via": event.via, "started": now, "answered": None, "ended": now,
                  "outcome": "dnd", "reason": f"{event.refused} do not disturb", "recording": ""}
         try:
-            entry_id = self.history.record(**entry)
+            entry_id = self.call_history.record(**entry)
         except Exception:
             log.exception("history: cannot note a refused call")
             return
@@ -1151,10 +1152,10 @@ class Desk(CommandMethods):
 
     def _directory_name(self, number: str) -> str:
         """The directory's name for a number ("" when none); never waits for the network."""
-        if self.directory is None or not number:
+        if self.contacts is None or not number:
             return ""
         try:
-            return self.directory.name_for(number) or ""
+            return self.contacts.name_for(number) or ""
         except Exception:
             log.exception("directory: name_for failed")
             return ""
@@ -1180,17 +1181,32 @@ class Desk(CommandMethods):
         row = self.rows.get(row_id)
         if row is None or row.state != "ringing":
             return
-        row.auto_answer = False
         if any(r.up for r in self.rows.values() if r.id != row_id):
-            self._changed(row)  # another call was answered meanwhile: this one now rings for the operator
+            self._ring_for_operator(row_id)  # another call was answered meanwhile: this one rings instead
             return
         beep = getattr(self.agent, "beep", None)
         if beep is not None:
             beep()
         log.info("row %d: answered by itself (%s)", row_id, "intercom" if row.intercom else "auto-answer",
                  extra=_fields(row, event="auto_answer"))
-        self._changed(row)
-        self.submit("answer", row=row_id)
+
+        def answered(reply: Future[Outcome]) -> None:
+            out = reply.result() if reply.exception() is None else None
+            if out is None or not out.ok:
+                self.call_soon(self._ring_for_operator, row_id)
+            elif out.done is not None:
+                out.done.add_done_callback(
+                    lambda f: None if f.exception() is None and f.result().ok
+                    else self.call_soon(self._ring_for_operator, row_id))
+
+        self.submit("answer", row=row_id).add_done_callback(answered)
+
+    def _ring_for_operator(self, row_id: int) -> None:
+        """A call that was to answer itself could not: it rings for the operator like any other."""
+        row = self.rows.get(row_id)
+        if row is not None and row.auto_answer and row.answered is None:
+            row.auto_answer = False
+            self._changed(row)
 
     def _params_changed(self) -> None:
         self._emit(ev.ParamsChanged(self.line, self.number, self.route))
@@ -1308,7 +1324,7 @@ class Desk(CommandMethods):
         else:
             self._agent_apply = None
         set_dnd = getattr(self.agent, "set_dnd", None)
-        if self.dnd and set_dnd is not None and effective.dnd.code != old.dnd.code:
+        if self.dnd_on and set_dnd is not None and effective.dnd.code != old.dnd.code:
             set_dnd(effective.dnd.code)  # the new refusal code for calls from now on
         waiting = []
         for line_id, what in pending.items():
@@ -1993,8 +2009,8 @@ class Desk(CommandMethods):
         if event.state == "talking" and row.answered is None:
             row.answered = time.time()
             row.auto_answer = False
-            if self.history is not None:
-                self.history.answered(row.id, row.answered)
+            if self.call_history is not None:
+                self.call_history.answered(row.id, row.answered)
             if self.profile.recording.always:
                 self._record_always(row)
         if event.state == "early":

@@ -171,4 +171,25 @@ def build_status(desk: Any, *, started: float, reloader: Any = None, provisioner
     status["recordings"] = recordings_usage(Path(profile.recording.directory), profile.recording.min_free_mb)
     status["provisioning"] = provisioner.status() if provisioner is not None else {"enabled": False}
     status["reload"] = reload_json(getattr(reloader, "last", None))
+    status["dnd"] = snap.get("dnd") if ok else getattr(desk, "dnd_on", None)
+    status["history"] = history_state(desk)
+    contacts = getattr(desk, "contacts", None)
+    settings = profile.directory
+    status["directory"] = {"file": str(settings.file) if settings.file else None, "ldap": settings.ldap,
+                           "in_use": contacts is not None}
     return status
+
+
+def history_state(desk: Any) -> dict[str, Any]:
+    """Where the call history is, how big, and why it is off when it is."""
+    history = getattr(desk, "call_history", None)
+    if history is None:
+        from .cli import HISTORY_PROBLEM
+
+        return {"enabled": False, "reason": HISTORY_PROBLEM.get("message") or "not opened"}
+    path = Path(history.path)
+    try:
+        size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*") if f.is_file())
+    except OSError:
+        size = None
+    return {"enabled": True, "path": str(path), "bytes": size, "missed_unseen": history.missed_unseen()}
