@@ -37,6 +37,7 @@ import contextvars
 import dataclasses
 import itertools
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -71,6 +72,11 @@ PICKUP_RELEASE = 2.0
 NOT_YET = "not registered yet"
 #: What the Number field takes from the keypad.
 DIAL_CHARS = frozenset("0123456789*#+")
+#: What people write between a phone number's digits, and what is left of one without them.
+_SEPARATORS = re.compile(r"[\s\-.()/\u00a0]")
+_PHONE = re.compile(r"\+?[0-9*#]+")
+#: What can never stand in a SIP URI's user part or host as typed.
+_URI_BREAKERS = re.compile(r"[\s<>\"]")
 #: What a call in conversation takes as DTMF (RFC 4733 events 0-15).
 DTMF_CHARS = frozenset("0123456789*#ABCD")
 #: How many calls `history` lists when no limit is given, and the most it lists.
@@ -1216,11 +1222,25 @@ class Desk(CommandMethods):
         """The number given with the action, else the Number field, else ask for it."""
         given = (number or "").strip()
         if given:
-            return given
+            return self._dialable(action, given)
         if not self.number:
             self._emit(ev.NumberRequired(action))
             return self._refuse(action, refusal("number_required"))
         return _FromField(self.number)
+
+    def _dialable(self, action: str, given: str) -> str | Outcome:
+        """A number as a directory or a CTI client writes it ("+7 (912) 555-01-02") as it is dialled
+        ("+79125550102"); a SIP URI or user@host as it is. Anything else with spaces or brackets in it
+        could only become a malformed URI: refused, saying what a number may hold."""
+        if given.startswith(("sip:", "sips:")) or "@" in given:
+            return given if not _URI_BREAKERS.search(given) else self._refuse(
+                action, refusal("bad_number", number=given[:40]))
+        compact = _SEPARATORS.sub("", given)
+        if _PHONE.fullmatch(compact):
+            return compact
+        if _URI_BREAKERS.search(given):
+            return self._refuse(action, refusal("bad_number", number=given[:40]))
+        return given
 
     def _consume(self, number: str) -> None:
         """The action that took its number from the Number field has used it: clear the field."""

@@ -278,3 +278,11 @@ def test_a_desk_without_history_says_why(desk: Desk) -> None:
     out = desk.run("history")
     assert not out.ok and out.code == "history_off"
     assert desk.run("directory", query="ann").data["errors"][0]["code"] == "directory_off"
+
+
+def test_a_number_written_with_spaces_and_brackets_is_dialled_as_digits(desk: Desk, agent: FakeAgent) -> None:
+    assert desk.dial("+7 (912) 555-01-02").wait().ok
+    assert agent.requests("dial")[-1][2] == "sip:9+79125550102@pbx.test"
+    bad = desk.dial("alice <bob>").wait()
+    assert not bad.ok and bad.code == "bad_number"
+    assert len(agent.requests("dial")) == 1
