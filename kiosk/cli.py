@@ -170,7 +170,7 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
 
     desk = Desk(profile, PjAgent(profile))
     state_dir = state_dir_for(profile_path)
-    desk.call_history = open_history(profile, state_dir)
+    desk.call_history = open_history(profile, state_dir, desk.history_problem)
     desk.contacts = open_directory(profile)
     desk.dnd_file = state_dir / DND_FILE
     from .journal import REDACTOR
@@ -336,14 +336,15 @@ def dnd_was_on(path: Path) -> bool:
         return False
 
 
-def open_history(profile: "Profile", state_dir: Path) -> Any:
+def open_history(profile: "Profile", state_dir: Path, on_error: Any = None) -> Any:
     """The unit's call history (kiosk.history), or None when it cannot be used: the unit then takes calls
     without keeping them, and says why in the log and in `kiosk ctl status`."""
     from .history import History, HistoryError
 
     settings = profile.history
     path = settings.path or state_dir / "history.db"
-    history = History(path, settings.max_age_days, settings.max_calls)
+    # A write that fails (a full disk) reaches the operator and the log as an alert, from the writer thread.
+    history = History(path, settings.max_age_days, settings.max_calls, on_error=on_error)
     try:
         history.open(move_corrupt_aside=True)
     except HistoryError as exc:

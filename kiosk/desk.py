@@ -1032,6 +1032,12 @@ class Desk(CommandMethods):
                 self._loop.run_in_executor(None, _keep_dnd, path, text)
         return Outcome(True, data={"dnd": self.dnd_on, "code": self.profile.dnd.code if self.dnd_on else None})
 
+    def history_problem(self, code: str, params: dict[str, Any]) -> None:
+        """kiosk.history's writer could not write (any thread): an alert the operator and the log see."""
+        if self._loop.is_closed():
+            return
+        self.call_soon(lambda: self._alert(code, **params))
+
     def restore_dnd(self, on: bool) -> None:
         """At start: DND as it was when the unit stopped (from `dnd_file`), before any call can come."""
         if on and not self.on_loop():
@@ -1048,7 +1054,10 @@ class Desk(CommandMethods):
         except Exception as exc:
             log.warning("history: cannot read: %s", exc)
             return self._refuse("history", refusal("history_unreadable", error=str(exc)))
-        return Outcome(True, data={"calls": calls, "missed_unseen": self.missed_unseen}, action="history")
+        total = await self._loop.run_in_executor(
+            None, lambda: history.count(missed=missed, search=search or "")) if hasattr(history, "count") else None
+        return Outcome(True, data={"calls": calls, "missed_unseen": self.missed_unseen, "total": total},
+                       action="history")
 
     async def _history_seen(self) -> Outcome:
         if self.call_history is None:
