@@ -433,7 +433,7 @@ class Wire:
 
 
 def start_unit(workdir: Path, *, registrar: str, proxy: str, lines: list[LabLine],
-               domain: str = "127.0.0.1", timeout: float = 30.0, panel: bool = False) -> Unit:
+               domain: str = "127.0.0.1", timeout: float = 30.0, panel: bool = False, extra: str = "") -> Unit:
     """The kiosk (`kiosk run --headless`) as its own process on a lab profile, lines registered.
 
     `panel`: with the touchscreen instead, drawn by SDL's offscreen driver (Mesa's
@@ -441,7 +441,7 @@ def start_unit(workdir: Path, *, registrar: str, proxy: str, lines: list[LabLine
     """
     sock = workdir / "control.sock"
     text = lab_profile_toml(listen=f"127.0.0.1:{free_port()}", registrar=registrar, domain=domain,
-                            proxy=proxy, lines=lines, socket=sock, recordings=workdir / "recordings")
+                            proxy=proxy, lines=lines, socket=sock, recordings=workdir / "recordings", extra=extra)
     env = {"SDL_VIDEODRIVER": "offscreen", "DISPLAY": ":kiosk-bench", "KIVY_NO_ARGS": "1"} if panel else {}
     unit = Unit(workdir, text, sock, env=env, headless=not panel)
     try:

@@ -23,6 +23,10 @@ Method (all on 127.0.0.1, free ports, everything started and stopped here):
   here: a Pi draws through its GPU driver, so its memory differs), two more
   lines (1003, 1004), measured in the same window. The panel is the unit's
   child process (`python -m kiosk.ui`): the unit and the panel are two columns.
+- The day's features on in both kiosk units: the call history (SQLite in the
+  unit's state directory) and a directory file of 2,000 contacts (CSV), whose
+  names would name incoming callers; DND off, no call: nothing of them should
+  cost anything while idle.
 - Registration refreshes (every 300 s for the kiosk, 600 s for baresip) do not
   fall into a 60 s window: this is the cost of doing nothing.
 """
@@ -62,11 +66,16 @@ def main() -> int:
     load0 = load()
     with lab_dir("idle", args.keep) as work, contextlib.ExitStack() as stack:
         kam = stack.enter_context(Kamailio(work / "kamailio", free_port(), USERS))
+        contacts = work / "contacts.csv"
+        contacts.write_text("name,number\n" + "".join(f"Contact {i},+7 495 {i:07d}\n" for i in range(2000)))
+        features = f'[directory]\nfile = "{contacts}"\n'
         unit = start_unit(work / "unit", registrar=f"sip:{kam.address}", proxy=f"sip:{kam.address}",
-                          lines=[LabLine("a", "1001", USERS["1001"]), LabLine("b", "1002", USERS["1002"])])
+                          lines=[LabLine("a", "1001", USERS["1001"]), LabLine("b", "1002", USERS["1002"])],
+                          extra=features)
         stack.callback(unit.stop)
         shown = start_unit(work / "panel", registrar=f"sip:{kam.address}", proxy=f"sip:{kam.address}", panel=True,
-                           lines=[LabLine("a", "1003", USERS["1003"]), LabLine("b", "1004", USERS["1004"])])
+                           lines=[LabLine("a", "1003", USERS["1003"]), LabLine("b", "1004", USERS["1004"])],
+                           extra=features)
         stack.callback(shown.stop)
         phone = MultiBaresip(work / "baresip", {u: USERS[u] for u in ("2001", "2002")}, kam.address, tone_hz=440)
         stack.callback(phone.stop)

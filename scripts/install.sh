@@ -6,7 +6,7 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 apt_packages=(python3-venv python3-dev kamailio baresip sip-tester jackd2
               libportaudio2 libgl1 libegl1 libgl1-mesa-dri libmtdev1 iproute2 procps sox
-              nginx openssl xvfb x11-apps libxtst6 systemd-container shellcheck)
+              nginx openssl xvfb x11-apps libxtst6 systemd-container shellcheck slapd ldap-utils)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +14,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "kiosk: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # slapd is only for the directory tests, which start their own on a loopback port: no system
+  # directory is configured or started by the package.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -151,11 +151,15 @@ def uas_scenario(
 
 
 def _uac_invite(to_user: str | None, request_uri: str | None, from_user: str, contact: str | None,
-                subject: str) -> tuple[str, str, str, str]:
-    """(Request-URI, From, Contact, the INVITE with SDP) of a SIPp UAC scenario."""
+                subject: str, headers: Sequence[str] = (), from_name: str | None = None) -> tuple[str, str, str, str]:
+    """(Request-URI, From, Contact, the INVITE with SDP) of a SIPp UAC scenario.
+
+    `headers`: whole header lines added to the INVITE (P-Asserted-Identity, Diversion, Call-Info ...);
+    `from_name`: a display name in From."""
     user = to_user if to_user is not None else "[service]"
     ruri = request_uri or f"sip:{user}@[remote_ip]:[remote_port]"
-    from_hdr = f"From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
+    shown = f'"{from_name}" ' if from_name else ""
+    from_hdr = f"From: {shown}<sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]"
     contact_hdr = f"Contact: <{contact or f'sip:{from_user}@[local_ip]:[local_port];transport=[transport]'}>"
     invite = "\n".join([
         f"INVITE {ruri} SIP/2.0",
@@ -167,6 +171,7 @@ def _uac_invite(to_user: str | None, request_uri: str | None, from_user: str, co
         contact_hdr,
         "Max-Forwards: 70",
         f"Subject: {subject}",
+        *headers,
         "Content-Type: application/sdp",
         "Content-Length: [len]",
         "",
@@ -183,6 +188,8 @@ def uac_scenario(
     answer_timeout_ms: int = 30000,
     timewait_ms: int = 500,
     contact: str | None = None,
+    headers: Sequence[str] = (),
+    from_name: str | None = None,
 ) -> str:
     """SIPp XML for a UAC: INVITE with SDP, 1xx, 200 -> ACK, then wait for the far end's BYE -> 200.
 
@@ -192,7 +199,8 @@ def uac_scenario(
     `contact` replaces SIPp's own Contact URI (e.g. to have in-dialog or
     pickup requests sent to another process).
     """
-    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, contact, "kiosk lab call")
+    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, contact, "kiosk lab call",
+                                                      headers, from_name)
     ack = "\n".join(
         [
             "ACK [next_url] SIP/2.0",
@@ -234,6 +242,8 @@ def cancel_scenario(
     wait_ring: bool = True,
     final_timeout_ms: int = 32000,
     timewait_ms: int = 200,
+    headers: Sequence[str] = (),
+    from_name: str | None = None,
 ) -> str:
     """SIPp XML for a UAC that rings a target and then CANCELs: INVITE (SDP) ... CANCEL -> 200, 487 -> ACK.
 
@@ -254,7 +264,8 @@ def cancel_scenario(
     The Request-URI is `request_uri`, else sip:<to_user or [service]>@remote.
     CANCEL and ACK reuse the INVITE's Via (its branch) from the last response.
     """
-    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, None, "kiosk lab load")
+    ruri, from_hdr, contact_hdr, invite = _uac_invite(to_user, request_uri, from_user, None, "kiosk lab load",
+                                                      headers, from_name)
     cancel = "\n".join([
         f"CANCEL {ruri} SIP/2.0",
         "[last_Via:]",

@@ -25,6 +25,8 @@ class LabLine:
     user: str
     password: str
     label: str = ""
+    #: More keys of this [[line]], as TOML lines (e.g. 'auto_answer = true').
+    keys: str = ""
 
 
 @dataclass
@@ -67,6 +69,8 @@ def lab_profile_toml(
                 f"username = {_q(line.user)}", f"password = {_q(line.password)}"]
         if proxy:
             out.append(f"proxy = {_q(proxy)}")
+        if line.keys:
+            out.append(line.keys)
         out.append("")
     for route in routes or []:
         out += ["[[route]]", f"id = {_q(route.id)}", f"label = {_q(route.label or route.id)}",
