@@ -343,6 +343,20 @@ def test_recording_led_is_lit_while_the_call_is_recorded(
     assert eventually(lambda: not led.state)
 
 
+def test_dnd_key_toggles_do_not_disturb_and_its_led_shows_it(
+    factory: MockFactory, buttons: Buttons, agent: FakeAgent, desk: Desk
+) -> None:
+    led = factory.pin(PINS.led_dnd)
+    assert not led.state
+    press(factory, buttons, PINS.dnd)
+    assert eventually(lambda: desk.dnd_on and bool(led.state))
+    assert agent.requests("set_dnd") == [(486,)]
+    agent.ring()
+    assert desk.rows == {}  # refused, never a row
+    press(factory, buttons, PINS.dnd)
+    assert eventually(lambda: not desk.dnd_on and not led.state)
+
+
 # --- devices and their life cycle ---------------------------------------------------
 
 
