@@ -7,5 +7,6 @@
   ctrl_tcp commands;
 - `sipp`: scripted SIPp UAS/UAC with a readable message trace;
 - `tones`: tone WAVs and FFT checks of recordings;
+- `slapd`: an OpenLDAP directory (people with Latin and Cyrillic names, a read-only bind account, ldaps optional);
 - `unit`: the kiosk program itself as a lab process.
 """
