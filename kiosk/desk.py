@@ -1175,6 +1175,35 @@ class Desk(CommandMethods):
             log.exception("directory: name_for failed")
             return ""
 
+    def _name_from_ldap(self, row: Row) -> None:
+        """A caller the file does not know: ask the company directory in the background; its name
+        shows on the row (and in the history) when exactly one person there has that very number."""
+        contacts = self.contacts
+        number = party(row.remote).number
+        wanted = "".join(c for c in number if c.isdigit())
+        if contacts is None or not getattr(contacts.settings, "ldap", None) or len(wanted) < 3:
+            return
+
+        async def look() -> None:
+            try:
+                found, _problems = await self._loop.run_in_executor(None, contacts.search, number, 5)
+            except Exception:
+                log.exception("directory: looking up %s failed", number)
+                return
+            names = {c.name for c in found
+                     if any("".join(ch for ch in n if ch.isdigit()) == wanted for n in c.numbers)}
+            live = self.rows.get(row.id)
+            if len(names) != 1 or live is None or live.directory_name:
+                return
+            live.directory_name = names.pop()
+            self._changed(live)
+            if self.call_history is not None:
+                self.call_history.update(row.id, name=live.directory_name)
+
+        task = self._loop.create_task(look())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # --- auto-answer (loop) --------------------------------------------------
 
     def _auto_answer_due(self, row: Row, event: ev.IncomingCall) -> float | None:
@@ -1972,6 +2001,8 @@ class Desk(CommandMethods):
                 row = Row(event.call, event.line, "in", event.remote, "ringing", via=event.via,
                           intercom=event.intercom)
                 row.directory_name = self._directory_name(party(event.remote).number)
+                if not row.directory_name:
+                    self._name_from_ldap(row)
                 due = self._auto_answer_due(row, event)
                 alone = not self.rows
                 self.rows[row.id] = row

@@ -178,7 +178,7 @@ class Directory:
     ldap_password_file: Path | None = None
     ldap_password: str = field(default="", repr=False)
     ldap_timeout_seconds: int = 3
-    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*))"
+    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*)(ipPhone=*{q}*))"
     ldap_name_attr: str = "cn"
     ldap_number_attrs: tuple[str, ...] = ("telephoneNumber", "mobile", "ipPhone")
 
