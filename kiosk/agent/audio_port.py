@@ -118,11 +118,11 @@ class BridgePort(pj.AudioMediaPort):
         self._vec_begin = self.io._span(self._vec)[0] if self.io.fast else 0
         self._failed = False
 
-    def create(self) -> None:
+    def create(self, name: str = "kiosk-headset") -> None:
         """Register the port with the conference bridge (after libStart)."""
         fmt = pj.MediaFormatAudio()
         fmt.init(pj.PJMEDIA_FORMAT_PCM, RATE, 1, FRAME * 1_000_000 // RATE, 16)
-        self.createPort("kiosk-headset", fmt)
+        self.createPort(name, fmt)
 
     def onFrameRequested(self, frame: "pj.MediaFrame") -> None:  # noqa: N802 - pjsua2 callback
         """pjmedia wants the next 20 ms of what the operator says."""
@@ -206,23 +206,31 @@ class FrameTap:
 
 
 class LocalBridge:
-    """The headset bridge of one agent: the device (hw.audio) and its port, started and released together."""
+    """The headset bridge of one agent: the device (hw.audio) and its port, started and released together.
 
-    def __init__(self, agent: "PjAgent", device: str | int) -> None:
+    `ring=True`: the bridge of `[audio] ring_device`, a second device that only plays the ring
+    (kiosk/agent/tonegen.py connects the ring generator to its port); it never becomes the
+    local audio, and what its microphone (if any) captures goes nowhere.
+    """
+
+    def __init__(self, agent: "PjAgent", device: str | int, ring: bool = False) -> None:
         self.agent = agent
-        stats = os.environ.get("KIOSK_AUDIO_STATS")
+        self.ring = ring
+        stats = None if ring else os.environ.get("KIOSK_AUDIO_STATS")
         self.audio = LocalAudio(device, alert=self._alert, stats_path=Path(stats) if stats else None)
-        self.tap = FrameTap.from_env()
+        self.tap = None if ring else FrameTap.from_env()
         self.port: BridgePort | None = None
 
     def start(self) -> None:
         """Create the port (agent thread, after libStart), make it the local audio, open the device."""
         assert self.agent.media is not None
         port = BridgePort(self.audio, self.tap)
-        port.create()
+        port.create("kiosk-ring" if self.ring else "kiosk-headset")
         self.port = port
-        self.agent.media.set_local_port(port)
-        log.info("local audio: port created (fast frame access: %s)", port.io.fast)
+        if not self.ring:
+            self.agent.media.set_local_port(port)
+        log.info("%s: port created (fast frame access: %s)", "ring device" if self.ring else "local audio",
+                 port.io.fast)
         self.audio.start()
 
     @property
@@ -237,14 +245,14 @@ class LocalBridge:
         """Stop the device, then drop the port: before libDestroy (a live port then crashes the exit)."""
         self.audio.stop()
         s = self.audio.stats()
-        log.info("local audio closed: playback %s; capture %s; device callbacks %d, cpu %.2f s + port %.2f s",
-                 s.playback, s.capture, s.callbacks, s.cpu_s, s.port_cpu_s)
+        log.info("%s closed: playback %s; capture %s; device callbacks %d, cpu %.2f s + port %.2f s",
+                 "ring device" if self.ring else "local audio", s.playback, s.capture, s.callbacks, s.cpu_s, s.port_cpu_s)
         if self.tap is not None:
             try:
                 self.tap.save()
             except OSError as exc:
                 log.warning("audio tap not saved: %s", exc)
-        if self.agent.media is not None:
+        if self.agent.media is not None and not self.ring:
             self.agent.media.set_local_port(None)
         self.port = None
 
@@ -264,5 +272,18 @@ def start_local_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None
             agent.media.set_local_port(None)
         bridge.port = None
         agent.emit(ev.Alert(f"Local audio is off: {exc}", "audio_off", {"error": str(exc)}))
+        return None
+    return bridge
+
+
+def start_ring_audio(agent: "PjAgent", device: str | int) -> LocalBridge | None:
+    """`[audio] ring_device` as a playback-only bridge; None (ring in the headset, with an alert) if it fails."""
+    bridge = LocalBridge(agent, device, ring=True)
+    try:
+        bridge.start()
+    except Exception as exc:  # the ring then plays in the headset: a call is never lost to a ringer
+        log.exception("ring device bridge failed to start")
+        bridge.port = None
+        agent.emit(ev.Alert(f"The ring device is off: {exc}", "audio_off", {"error": str(exc)}))
         return None
     return bridge

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import gc
 import logging
 import re
@@ -29,6 +30,7 @@ import pjsua2 as pj
 
 from .. import events as ev
 from .dialogs import dialog_from
+from .identity import answered_elsewhere
 
 if TYPE_CHECKING:
     from .thread import PjAgent
@@ -76,6 +78,12 @@ def asserted_party(event: "pj.SipEvent") -> str:
     head = msg.split("\r\n\r\n", 1)[0]
     m = re.search(r"^(?:P-Asserted-Identity|Remote-Party-ID)[ \t]*:[ \t]*(.+?)[ \t]*\r?$", head, re.M | re.I)
     return remote_party(m.group(1).split(",", 1)[0]) if m else ""
+
+
+def progress(call: int, state: str, code: int, reason: str, remote: str, **extra: object) -> ev.CallProgress:
+    """CallProgress with the fields this events module has (the newer ones are left out on an older one)."""
+    known = {f.name for f in dataclasses.fields(ev.CallProgress)}
+    return ev.CallProgress(call, state, code, reason, remote, **{k: v for k, v in extra.items() if k in known})
 
 
 _pjsua_lib: "ctypes.CDLL | None" = None
@@ -178,8 +186,17 @@ class KCall(pj.Call):
         if self.silent:
             return
         self.asserted = asserted_party(prm.e) or self.asserted
-        self.agent.emit(ev.CallProgress(self.id, state, int(info.lastStatusCode), info.lastReason,
-                                        self.asserted or remote_party(info.remoteUri)))
+        extra = {}
+        if state == "ended" and self.direction == "in" and not self.confirmed:
+            # A CANCEL with "Reason: SIP;cause=200" means another phone took it. pjsua reports this
+            # DISCONNECTED with the 487 we sent, not the CANCEL (measured): cancel_watch.py saw the CANCEL.
+            watch = self.agent.cancel_watch
+            extra["elsewhere"] = answered_elsewhere(received_message(prm.e)) or bool(
+                watch is not None and watch.elsewhere(self.sip_call_id or info.callIdString))
+            if extra["elsewhere"]:
+                log.info("call %d: answered elsewhere (CANCEL with Reason SIP cause=200)", self.id)
+        self.agent.emit(progress(self.id, state, int(info.lastStatusCode), info.lastReason,
+                                 self.asserted or remote_party(info.remoteUri), **extra))
 
     def finish(self) -> None:
         """The call is over (its DISCONNECTED state, or the audit found it gone): let go of it everywhere."""

@@ -23,6 +23,7 @@ exceed MAX_ACCOUNTS: a new line waits for a removed one's account to go first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from .. import events as ev
 from ..desk import AgentError
 from ..profile import MAX_ACCOUNTS, Line, Profile, Route
 from .calls import KCall, remote_party
+from .identity import InviteInfo, read_invite
 from .gate import MAX_OFFER_MLINES, media_keys
 from .dialogs import record_route
 from .keepalive import Keepalive
@@ -128,6 +130,7 @@ class LineAccount(pj.Account):
         host = source_host(prm.rdata.srcAddress)
         call = KCall(agent, self, agent.new_id(), "in", prm.callId)
         agent.calls.add(call)
+        invite = ""
         try:  # the media sockets pjsua made for this offer (the INVITE gate's budget)
             invite = prm.rdata.wholeMsg
             call.media_keys = media_keys(invite.encode("utf-8", "surrogateescape"))
@@ -146,9 +149,37 @@ class LineAccount(pj.Account):
             return
         info = call.getInfo()
         remote = remote_party(info.remoteUri)
-        log.info("call %d: incoming from %s on line %s via %s", call.id, remote, self.line.id, host)
-        agent.emit(ev.IncomingCall(call.id, self.line.id, remote))
+        found = read_invite(invite) if invite else InviteInfo()
+        vouched = host in agent.identity_hosts
+        if found.asserted and vouched:
+            remote = found.asserted
+            call.asserted = remote  # the call's later states name this caller too, not From
+        intercom = found.intercom and vouched and bool(getattr(self.line, "intercom", False))
+        after = found.answer_after_ms if intercom else None
+        refused = agent.dnd or 0
+        log.info("call %d: incoming from %s on line %s via %s%s%s%s", call.id, remote, self.line.id, host,
+                 f" for {found.via}" if found.via else "", " (intercom)" if intercom else "",
+                 f": refused {refused} (do not disturb)" if refused else "")
+        if found.intercom and not intercom:
+            log.info("call %d: intercom request ignored (%s)", call.id,
+                     "not from an identity host" if not vouched else f"line {self.line.id} has intercom off")
+        agent.emit(incoming_call(call.id, self.line.id, remote, via=found.via, intercom=intercom,
+                                 answer_after_ms=after, refused=refused))
+        if refused:
+            # Never a 180: the desk shows a refused call, the caller gets the code at once.
+            agent.deferred.append(lambda: call.reject_now(refused, DND_REASONS.get(refused, "")))
+            return
         agent.deferred.append(call.ring_now)
+
+
+#: Reason phrases of the do-not-disturb refusals (the standard ones).
+DND_REASONS = {486: "Busy Here", 480: "Temporarily Unavailable", 603: "Decline"}
+
+
+def incoming_call(call: int, line: str, remote: str, **extra: Any) -> ev.IncomingCall:
+    """IncomingCall with the fields this events module has (the newer ones are left out on an older one)."""
+    known = {f.name for f in dataclasses.fields(ev.IncomingCall)}
+    return ev.IncomingCall(call, line, remote, **{k: v for k, v in extra.items() if k in known})
 
 
 def line_key(line: Line, expires: int) -> tuple[Any, ...]:

@@ -35,6 +35,8 @@ from . import dialogs
 from .media import Media
 from .netwatch import NetWatch
 from .rtp_watch import RtpWatch
+from .tonegen import Tones
+from .cancel_watch import CancelWatch
 
 log = logging.getLogger("kiosk.agent")
 
@@ -108,6 +110,12 @@ class PjAgent:
         self.deferred: list[Callable[[], None]] = []
         self.ep: pj.Endpoint | None = None
         self.trusted: set[str] = set()
+        #: Hosts whose INVITEs may name the caller (P-Asserted-Identity) or ask for intercom (resolved).
+        self.identity_hosts: set[str] = set()
+        #: Do not disturb: the SIP code every new incoming call is refused with, None when off.
+        self.dnd: int | None = None
+        self.tones: Tones | None = None
+        self.cancel_watch: CancelWatch | None = None
         self.calls = CallRegistry()
         # Media socket slots taken by live calls and by sockets closed < 0.75 s ago (see gate.py).
         self.budget = MediaBudget(lambda: sum(c.media_keys for c in self.calls.active()))
@@ -129,6 +137,7 @@ class PjAgent:
         self._profile_seq_applied = 0
         self._profile_seq_lock = threading.Lock()
         self._resolving: tuple[str, ...] = profile.sip.trusted  # the trusted hosts last asked for
+        self._resolving_identity: tuple[str, ...] = identity_hosts_of(profile)
 
     # --- the desk's side ---------------------------------------------------
 
@@ -220,6 +229,22 @@ class PjAgent:
         """Start recording the call into path, or stop it when path is None."""
         return self.submit(self._record, call, path)
 
+    def tone(self, kind: str | None) -> Future[None]:
+        """Play the ring, call-waiting or ringback tone, or none (see kiosk/agent/tonegen.py)."""
+        return self.submit(self._tone, kind)
+
+    def beep(self) -> Future[None]:
+        """The short auto-answer beep in the operator's ear."""
+        return self.submit(self._beep)
+
+    def dtmf(self, call: int, digits: str, method: str = "rfc4733") -> Future[None]:
+        """Send DTMF digits to a call (RFC 4733 events or SIP INFO), with a key tone per digit in the ear."""
+        return self.submit(self._dtmf, call, digits, method)
+
+    def set_dnd(self, code: int | None) -> Future[None]:
+        """Do not disturb: refuse every new incoming call with `code` (486, 480, 603), or ring again (None)."""
+        return self.submit(self._set_dnd, code)
+
     def apply_profile(self, profile: Profile) -> Future[list[str]]:
         """Take a reloaded profile (any thread; returns at once): the trusted hosts, the keep-alive
         and media-timeout settings, and the lines' and trunk routes' accounts.
@@ -230,24 +255,28 @@ class PjAgent:
         were (they need a restart). Host names in `trusted` are resolved on a thread of their own,
         never on the agent thread (a slow DNS must not stall SIP).
         """
+        identity = identity_hosts_of(profile)
         with self._profile_seq_lock:
             self._profile_seq += 1
             seq = self._profile_seq
             trusted_changed = profile.sip.trusted != self._resolving
+            identity_changed = identity != self._resolving_identity
             self._resolving = profile.sip.trusted
-        if not trusted_changed:
+            self._resolving_identity = identity
+        if not trusted_changed and not identity_changed:
             return self.submit(self._apply_profile, profile, None, seq)
         out: Future[list[str]] = Future()
 
         def resolve() -> None:
             try:
-                hosts = resolve_hosts(profile.sip.trusted)
+                hosts = resolve_hosts(profile.sip.trusted) if trusted_changed else None
+                ident = resolve_hosts(identity) if identity_changed else None
             except Exception as exc:  # never leave the Future unresolved
                 log.exception("trusted hosts: cannot resolve")
                 out.set_exception(AgentError(f"cannot resolve the trusted hosts: {exc}", "agent_internal",
                                              error=str(exc)))
                 return
-            inner = self.submit(self._apply_profile, profile, hosts, seq)
+            inner = self.submit(self._apply_profile, profile, hosts, seq, ident)
 
             def done(f: Future[list[str]]) -> None:
                 exc = f.exception()
@@ -303,6 +332,7 @@ class PjAgent:
         cfg.medConfig.channelCount = 1
         cfg.medConfig.noVad = True
         self.trusted = resolve_hosts(sip.trusted)
+        self.identity_hosts = resolve_hosts(identity_hosts_of(self.profile))
         ep.libInit(cfg)
         # Before any transport exists: no INVITE may reach pjsua without passing the gate.
         try:
@@ -311,6 +341,12 @@ class PjAgent:
         except (OSError, AttributeError, RuntimeError) as exc:  # a binding built otherwise: run without it
             self.gate = None
             log.error("INVITE gate not available (%s): a flood of calls may exhaust pjsip's sockets", exc)
+        try:  # "answered elsewhere" comes only in a CANCEL that pjsua2 never shows us
+            self.cancel_watch = CancelWatch()
+            self.cancel_watch.register()
+        except (OSError, AttributeError, RuntimeError) as exc:
+            self.cancel_watch = None
+            log.error("CANCEL watch not available (%s): calls answered elsewhere end as plain missed calls", exc)
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
             tcfg = pj.TransportConfig()
             tcfg.port = sip.port
@@ -329,6 +365,11 @@ class PjAgent:
             from .audio_port import start_local_audio
 
             self.local_audio = start_local_audio(self, self.profile.audio.device)
+        self.tones = Tones(self)
+        try:
+            self.tones.prepare()
+        except pj.Error as exc:  # tones are a comfort: a unit without them still takes calls
+            log.error("tone generators not available: %s", _pj_reason(exc))
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
         self.lines.start_keepalive()  # keep-alives and unanswered calls (keepalive.py)
@@ -406,6 +447,7 @@ class PjAgent:
             while self.calls.active() and time.monotonic() < deadline:
                 ep.libHandleEvents(20)
                 self._run_deferred()
+            self._release_tones()
             if self.media:
                 self.media.release()
             if self.lines:
@@ -436,7 +478,17 @@ class PjAgent:
                 log.exception("deferred job failed")
         self.calls.release_zombies()
 
+    def _release_tones(self) -> None:
+        """Every tone generator and the ring device's port go before libDestroy (as the headset's)."""
+        tones, self.tones = self.tones, None
+        if tones is not None:
+            try:
+                tones.release()
+            except pj.Error as exc:
+                log.warning("releasing the tones: %s", _pj_reason(exc))
+
     def _destroy(self) -> None:
+        self._release_tones()
         if self.local_audio is not None:  # the port must be gone before libDestroy
             self.local_audio.close()
             self.local_audio = None
@@ -450,7 +502,8 @@ class PjAgent:
             except pj.Error as exc:
                 log.warning("libDestroy: %s", _pj_reason(exc))
 
-    def _apply_profile(self, profile: Profile, trusted: set[str] | None, seq: int) -> list[str]:
+    def _apply_profile(self, profile: Profile, trusted: set[str] | None, seq: int,
+                       identity: set[str] | None = None) -> list[str]:
         """On the agent thread: make the running SIP stack follow `profile` (see `apply_profile`)."""
         if seq < self._profile_seq_applied:
             log.info("profile: an older reload arrived after a newer one: ignored")
@@ -459,6 +512,13 @@ class PjAgent:
         self.profile = profile
         if trusted is not None:
             self.trusted = trusted
+        if identity is not None:
+            self.identity_hosts = identity
+        if self.tones is not None:
+            try:  # a new ring device opens now, not at the next ring
+                self.tones.prepare()
+            except pj.Error as exc:
+                log.warning("tones after the reload: %s", _pj_reason(exc))
         if self.rtp_watch is not None:
             self.rtp_watch.timeout_s = profile.sip.rtp_timeout_seconds
         self.profile_waiting = self.lines.reconcile(profile) if self.lines is not None else []
@@ -569,6 +629,90 @@ class PjAgent:
             self.media.stop_recording(call)
         else:
             self.media.start_recording(call, path)
+
+
+    def _tone(self, kind: str | None) -> None:
+        if self.tones is None:
+            raise AgentError("tones are not available on this unit", "no_tones")
+        self.tones.tone(kind)
+
+    def _beep(self) -> None:
+        if self.tones is None:
+            raise AgentError("tones are not available on this unit", "no_tones")
+        self.tones.beep()
+
+    def _dtmf(self, call_id: int, digits: str, method: str) -> None:
+        bad = [ch for ch in digits if ch.upper() not in DTMF_DIGITS]
+        if not digits or bad:
+            raise AgentError(f"not DTMF digits: {''.join(bad)[:10]!r} (0-9 * # A-D)", "dtmf_failed",
+                             digits=len(digits), error="bad digits")
+        if method not in DTMF_METHODS:
+            raise AgentError(f"unknown DTMF method {method!r} (rfc4733 or info)", "dtmf_failed",
+                             digits=len(digits), error=f"method {method}")
+        call = self._call(call_id)
+        prm = pj.CallSendDtmfParam()
+        prm.method = DTMF_METHODS[method]
+        prm.digits = digits.upper()
+        prm.duration = DTMF_DURATION_MS
+        try:
+            # Call.sendDtmf, not dialDtmf: one entry point for both methods. For INFO pjsua sends one
+            # INFO per digit, application/dtmf-relay "Signal=5 / Duration=160"; for RFC 4733 the
+            # stream queues the digits as telephone-event packets. Nothing here touches the bridge.
+            call.sendDtmf(prm)
+        except pj.Error as exc:
+            raise AgentError(f"DTMF to call {call_id} failed: {_pj_reason(exc)}", "dtmf_failed", row=call_id,
+                             digits=len(digits), error=_pj_reason(exc)) from None
+        finally:
+            del call
+        # The count, never the digits: an operator may key a customer's PIN or card number into an IVR.
+        log.info("call %d: DTMF sent (%d digits, %s)", call_id, len(digits), method)
+        if self.tones is not None:
+            try:
+                self.tones.keys(digits)
+            except pj.Error as exc:  # the digits went; only the operator's feedback is missing
+                log.warning("key tone: %s", _pj_reason(exc))
+
+    def _set_dnd(self, code: int | None) -> None:
+        if code is not None and not 400 <= int(code) <= 699:
+            raise AgentError(f"not a SIP rejection code: {code}", "bad_argument", value=code)
+        self.dnd = int(code) if code is not None else None
+        log.info("do not disturb: %s", f"on (incoming calls refused with {code})" if code else "off")
+
+
+#: RFC 4733 event names pjsua sends, and the desk's method names for the two ways.
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+DTMF_METHODS = {"rfc4733": pj.PJSUA_DTMF_METHOD_RFC2833, "info": pj.PJSUA_DTMF_METHOD_SIP_INFO}
+#: pjsua's own default digit length (PJSUA_CALL_SEND_DTMF_DURATION_DEFAULT), also the INFO's Duration.
+DTMF_DURATION_MS = 160
+
+
+def identity_hosts_of(profile: Profile) -> tuple[str, ...]:
+    """The hosts whose INVITEs are believed about the caller: `[sip] identity_hosts`, or by default the
+    host part of every line's registrar and proxy (Profile.identity_hosts() once the profile has it)."""
+    fn = getattr(profile, "identity_hosts", None)
+    if callable(fn):
+        return tuple(fn())
+    explicit = tuple(getattr(profile.sip, "identity_hosts", ()) or ())
+    if explicit:
+        return explicit
+    out: list[str] = []
+    for line in profile.lines:
+        for uri in (line.registrar, line.proxy):
+            host = uri_host(uri or "")
+            if host and host not in out:
+                out.append(host)
+    return tuple(out)
+
+
+def uri_host(uri: str) -> str:
+    """`sip:user@host:5060;lr` / `sip:[::1]:5060` / `host` -> host."""
+    rest = uri.strip().strip("<>")
+    if ":" in rest.split("@", 1)[0] and rest.split(":", 1)[0].lower() in ("sip", "sips"):
+        rest = rest.split(":", 1)[1]
+    rest = rest.rsplit("@", 1)[-1].split(";", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return rest.split(":", 1)[0]
 
 
 def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:

@@ -140,6 +140,27 @@ def _peer_main(ns: argparse.Namespace) -> int:
             report("replace_request", call=self.n, new_call=new.n, replaces=replaces,
                    src=prm.rdata.srcAddress, code=int(prm.statusCode))
 
+        def onDtmfDigit(self, prm: "pj.OnDtmfDigitParam") -> None:
+            # RFC 4733 events (the stream's end of each event) and SIP INFO dtmf-relay alike.
+            method = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733",
+                      pj.PJSUA_DTMF_METHOD_SIP_INFO: "info"}.get(prm.method, str(prm.method))
+            report("dtmf", call=self.n, digit=prm.digit, method=method, duration=int(prm.duration))
+
+        def onCallTsxState(self, prm: "pj.OnCallTsxStateParam") -> None:
+            # The INFO requests themselves, so a test can read their bodies (Signal / Duration).
+            try:
+                e = prm.e
+                if e.type != pj.PJSIP_EVENT_TSX_STATE or e.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+                    return
+                msg = e.body.tsxState.src.rdata.wholeMsg
+            except (AttributeError, pj.Error):
+                return
+            if msg.startswith("INFO "):
+                head, _, body = msg.partition("\r\n\r\n")
+                ctype = next((l.split(":", 1)[1].strip() for l in head.split("\r\n")
+                              if l.lower().startswith(("content-type:", "c:"))), "")
+                report("info", call=self.n, content_type=ctype, body=body)
+
         def onCallReplaced(self, prm: "pj.OnCallReplacedParam") -> None:
             new = next((c for c in self.peer.calls if c is not self and c.getId() == prm.newCallId), None)
             report("replaced", call=self.n, new_call=new.n if new else None)
@@ -392,12 +413,21 @@ def _peer_main(ns: argparse.Namespace) -> int:
 
         # -- commands (queued from the control socket, run here)
 
-        def cmd_dial(self, uri: str) -> dict[str, Any]:
+        def cmd_dial(self, uri: str, headers: dict[str, str] | list[list[str]] | None = None) -> dict[str, Any]:
+            """Call `uri`; `headers` (name -> value, or [name, value] pairs for a header given twice)
+            go into the INVITE (P-Asserted-Identity, History-Info, Call-Info ... for the identity tests)."""
             assert self.acc is not None
             call = PeerCall(self, self.acc, origin="outgoing")
             self.calls.append(call)
+            prm = pj.CallOpParam(True)
+            pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+            for name, value in pairs:
+                h = pj.SipHeader()
+                h.hName = name
+                h.hValue = value
+                prm.txOption.headers.append(h)
             try:
-                call.makeCall(uri, pj.CallOpParam(True))
+                call.makeCall(uri, prm)
             except pj.Error:
                 self.calls.remove(call)
                 raise
@@ -408,8 +438,19 @@ def _peer_main(ns: argparse.Namespace) -> int:
             self.respond(self.find(call), code)
             return {}
 
-        def cmd_hangup(self, call: int | None = None) -> dict[str, Any]:
-            self.find(call).hangup(pj.CallOpParam())
+        def cmd_hangup(self, call: int | None = None, headers: dict[str, str] | None = None,
+                       code: int = 0) -> dict[str, Any]:
+            """Hang up (a CANCEL for a call still ringing); `headers` go into that CANCEL / BYE (e.g. a
+            `Reason: SIP ;cause=200`), `code` is the status when rejecting an incoming call."""
+            prm = pj.CallOpParam()
+            if code:
+                prm.statusCode = code
+            for name, value in (headers or {}).items():
+                h = pj.SipHeader()
+                h.hName = name
+                h.hValue = value
+                prm.txOption.headers.append(h)
+            self.find(call).hangup(prm)
             return {}
 
         def cmd_record(self, path: str | None = None) -> dict[str, Any]:
@@ -602,12 +643,19 @@ class PjPeer:
             raise PjPeerError(f"pjpeer {self.user}: {cmd} failed: {reply.get('error')}")
         return reply["data"]
 
-    def dial(self, uri: str) -> int:
-        """Call `uri`; the peer's number for the call."""
-        return int(self.request("dial", uri=uri)["call"])
+    def dial(self, uri: str, headers: dict[str, str] | list[tuple[str, str]] | None = None) -> int:
+        """Call `uri` (with extra INVITE `headers`); the peer's number for the call."""
+        if headers is not None and not isinstance(headers, dict):
+            headers = [list(h) for h in headers]  # type: ignore[assignment]
+        return int(self.request("dial", uri=uri, headers=headers)["call"])
 
-    def hangup(self, call: int | None = None) -> None:
-        self.request("hangup", call=call)
+    def hangup(self, call: int | None = None, headers: dict[str, str] | None = None) -> None:
+        self.request("hangup", call=call, headers=headers)
+
+    def digits(self, since: int = 0, method: str | None = None) -> str:
+        """The DTMF digits the peer received so far (RFC 4733 and INFO, or only `method`), in order."""
+        return "".join(e["digit"] for e in self.find_events("dtmf", since)
+                       if method is None or e.get("method") == method)
 
     def accept(self, call: int | None = None) -> None:
         self.request("answer", call=call)
