@@ -43,10 +43,10 @@ def panel(desk: Desk) -> Iterator[Panel]:
 
 def test_a_call_coming_in_while_talking_shows_a_banner_whose_answer_takes_that_call(
         panel: Panel, desk: Desk, agent: FakeAgent) -> None:
-    talking = caller(agent)
-    tap(panel, panel.table.rows[talking])
     for digit in "55":  # a number half typed: the banner must not disturb it
         tap(panel, panel.keypad.keys[digit])
+    talking = caller(agent)  # (typed before: in conversation the keys are the call's DTMF tones)
+    tap(panel, panel.table.rows[talking])
     ringing = agent.ring('"Bob Stone" <sip:2002@pbx.test>', line="op2")
     pump(panel)
 

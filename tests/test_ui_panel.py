@@ -199,6 +199,7 @@ def test_the_highlight_is_the_desks_selection_not_the_touch(panel: Panel, desk: 
 
 def test_call_control_buttons_issue_desk_commands_on_the_selected_call(panel: Panel, desk: Desk,
                                                                        agent: FakeAgent) -> None:
+    type_number(panel, "3003")  # before the call is in conversation: then the keys are its DTMF tones
     call = agent.ring()
     pump(panel)
     tap(panel, panel.buttons["answer"])
@@ -215,7 +216,6 @@ def test_call_control_buttons_issue_desk_commands_on_the_selected_call(panel: Pa
     tap(panel, panel.buttons["record_stop"])
     assert agent.requests("record")[-1] == (call, None)
     assert row_texts(panel, call)["col_rec"] == ""
-    type_number(panel, "3003")
     tap(panel, panel.buttons["transfer_quick"])
     assert agent.requests("transfer") == [(call, "sip:3003@pbx.test")]
     tap(panel, panel.buttons["hangup"])
@@ -223,8 +223,8 @@ def test_call_control_buttons_issue_desk_commands_on_the_selected_call(panel: Pa
 
 
 def test_consult_then_confirm(panel: Panel, desk: Desk, agent: FakeAgent) -> None:
+    type_number(panel, "3003")  # before the call is in conversation: then the keys are its DTMF tones
     b = caller(agent)
-    type_number(panel, "3003")
     tap(panel, panel.buttons["transfer_consult"])
     assert agent.requests("hold") == [(b,)]
     [(c, _, uri, _)] = agent.requests("dial")
@@ -353,7 +353,8 @@ def test_the_buttons_come_from_the_command_table(panel: Panel) -> None:
     bindings = screen_bindings()
     assert set(panel.buttons) == set(bindings) == {
         "call", "answer", "hangup", "hold", "connect", "transfer_quick", "transfer_consult", "transfer_confirm",
-        "conference", "pickup", "record_start", "record_stop", "mute"}
+        "conference", "pickup", "record_start", "record_stop", "mute", "dnd"}
+    assert panel.buttons["dnd"].parent is panel.view_bar  # beside the status line, not in the action grid
     assert {key: action.id for key, action in panel.bindings.items()} == {k: a.id for k, a in bindings.items()}
 
 
@@ -423,8 +424,8 @@ def _pending_pickup(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
 
 
 def _pending_consult(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
+    type_number(panel, "3003")  # before the call is in conversation: then the keys are its DTMF tones
     b = caller(agent)
-    type_number(panel, "3003")
     stalled = agent.stall_next("hold")
     tap_only(panel.buttons["transfer_consult"])  # holds the caller first: the hold never completes
     agent_got(agent, "hold")
@@ -433,8 +434,8 @@ def _pending_consult(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
 
 
 def _pending_join(panel: Panel, agent: FakeAgent) -> tuple[str, Any, int]:
+    type_number(panel, "3003")  # before the call is in conversation: then the keys are its DTMF tones
     b = caller(agent)
-    type_number(panel, "3003")
     tap(panel, panel.buttons["conference"])  # holds the first party, dials the next
     [(c, *_)] = agent.requests("dial")
     agent.talking(c)

@@ -257,3 +257,15 @@ def test_commands_pending_when_the_unit_goes_away_are_given_up(remote: RemoteDes
     server.stop()
     final = accepted.wait(WAIT)
     assert (final.ok, final.code, final.command) == (False, "link_down", accepted.command)
+
+
+def test_dnd_and_the_missed_count_are_followed_from_their_events(sock_path: Path, desk: Desk) -> None:
+    """What the panel draws from a snapshot taken while the unit is away: the last DND and missed count."""
+    remote = RemoteDesk(sock_path, desk.profile)  # no unit needed: the events are played here
+    try:
+        assert (remote._copy()["dnd"], remote._copy()["missed_unseen"]) == (False, 0)
+        remote._track(ev.DndChanged(True))
+        remote._track(ev.HistoryChanged({"id": 7, "outcome": "missed"}, 3))
+        assert (remote._copy()["dnd"], remote._copy()["missed_unseen"]) == (True, 3)
+    finally:
+        remote.close()

@@ -1,12 +1,15 @@
 """Every main screen of the panel, drawn at each resolution and in both languages, checked as an operator reads it.
 
-The real Panel over a real Desk on the FakeAgent, really drawn (SDL's
+The real Panel over a real Desk on the FakeAgent (its History, Directory and
+DND commands answered by tests/test_ui_stubdesk.ViewsDesk), really drawn (SDL's
 offscreen driver through Mesa), driven by Kivy's own test touches on the
 widgets' positions as in tests/test_ui_panel.py. For each resolution, each
 language (the profile's Operator language) and each state (idle, ringing with
 the banner, talking, held, consulting, conference, recording, refused with its
 reason, the number prompt, the prompt with a call ringing, the long-press
-menu, the messages list) it writes a screenshot into one folder
+menu, the messages list, the main screen with DND on and missed calls, the
+History view and its search, the Directory view with results and with its
+keyboard's other layout) it writes a screenshot into one folder
 (KIOSK_SCREENS_DIR, or a folder of pytest's tmp tree, printed at the end of
 the session) and fails on what tests/uicheck.py finds: a blank picture, a text
 that does not fit or is cut, overlapping widgets, text under 4.5:1 contrast,
@@ -16,10 +19,10 @@ refusal, the prompt) is not on screen.
 Resolutions are changed in this one process with ``Window.size`` (the panel
 re-lays out; the check below says so if it did not) and pictures are drawn
 into an Fbo of that size (uicheck.screenshot), because SDL's offscreen surface
-keeps the size it was created with. The fast suite draws 800x480 in both
-languages; the other resolutions are marked ``lab`` to keep the fast suite
-under a minute (a screen takes 0.2 to 1 s: about 15 s for the fast 24, 1.5 min
-for all 96). ``pytest -m lab tests/test_ui_screens.py`` draws the rest.
+keeps the size it was created with. The fast suite draws 800x480 in English
+(but the views' searching states); Russian and the other resolutions are
+marked ``lab`` to keep the fast suite under a minute (a screen takes 0.2 to
+1 s). ``pytest -m lab tests/test_ui_screens.py`` draws the rest.
 
 A state that needs a piece of the panel that is not there yet (issue 9:
 panel.banner, panel.menu, panel.open_messages) is skipped naming it, after its
@@ -59,6 +62,7 @@ from kiosk.ui.frontend import DeskFrontend  # noqa: E402
 
 from . import uicheck  # noqa: E402
 from .fakes import FakeAgent, make_profile  # noqa: E402
+from .test_ui_stubdesk import ViewsDesk, contact, entry  # noqa: E402
 
 EventLoop.ensure_window()
 from kivy.core.window import Window  # noqa: E402
@@ -114,6 +118,8 @@ class Screen:
     agent: FakeAgent
     language: str
     people: dict[str, str]
+    #: The desk the panel is over: `desk`, with the History, Directory and DND commands answered by the test.
+    views: ViewsDesk
     #: Names of the contract (issue 9) this state needs that the panel does not have yet.
     missing: list[str] = dataclasses.field(default_factory=list)
     #: (label, widget): what this state is about and must be visible on the screen.
@@ -125,7 +131,7 @@ class Screen:
         for _ in range(200):
             assert frontend.wait_commands(), "the desk worker is stuck"
             EventLoop.idle()
-            if frontend.in_flight == 0 and frontend._queue.empty():
+            if frontend.in_flight == 0 and frontend._queue.empty() and frontend._reads.empty():
                 break
         EventLoop.idle()  # layout after the last change
         EventLoop.idle()
@@ -243,8 +249,8 @@ def held(s: Screen) -> None:
 
 def consulting(s: Screen) -> None:
     """Consult transfer: the caller held, the consulted party answered."""
+    s.type_number("3003")  # before the call is in conversation: then the keys are its DTMF tones
     caller = s.caller("alice")
-    s.type_number("3003")
     s.tap(s.button("transfer_consult"))
     [(consult, *_)] = s.agent.requests("dial")
     s.agent.talking(consult)
@@ -256,8 +262,8 @@ def consulting(s: Screen) -> None:
 
 def conference(s: Screen) -> None:
     """Conference: the first party held, the second dialled with Conference, then joined with Conference."""
+    s.type_number("2002")  # before the call is in conversation: then the keys are its DTMF tones
     s.caller("alice")
-    s.type_number("2002")
     s.tap(s.button("conference"))
     [(second, *_)] = s.agent.requests("dial")
     s.agent.talking(second)
@@ -337,9 +343,107 @@ def messages(s: Screen) -> None:
     assert len(s.panel.messages.entries) >= 4, s.panel.messages.entries
 
 
+#: States drawn only by the lab run, at every size (the fast suite has the views' main screens).
+LAB_STATES = ("history_search", "history_ringing", "directory_other_layout")
+#: The History view's calls and the Directory's contacts, by language.
+HISTORY = {
+    "en": [entry(1, '"Alice Johnson" <sip:2001@pbx.test>', "answered", ago=3000, duration=125, via="Sales queue"),
+           entry(2, "sip:2002@pbx.test", "missed", ago=90000),
+           entry(3, '"Robert Brown" <sip:2003@pbx.test>', "missed", ago=100, seen=False, via="Support queue"),
+           entry(4, '"Reception" <sip:3003@pbx.test>', "busy", direction="out", ago=50),
+           entry(5, '"Christopher Montgomery-Williams" <sip:+442071234567@pbx.test>', "missed", ago=20,
+                 seen=False),
+           entry(6, "sip:2004@pbx.test", "transferred", ago=4000, duration=3725)],
+    "ru": [entry(1, '"Екатерина Смирнова" <sip:2001@pbx.test>', "answered", ago=3000, duration=125,
+                 via="Отдел продаж"),
+           entry(2, "sip:2002@pbx.test", "missed", ago=90000),
+           entry(3, '"Дмитрий Кузнецов" <sip:2003@pbx.test>', "missed", ago=100, seen=False, via="Поддержка"),
+           entry(4, '"Приёмная" <sip:3003@pbx.test>', "busy", direction="out", ago=50),
+           entry(5, '"Константин Константинопольский" <sip:+74951234567@pbx.test>', "missed", ago=20,
+                 seen=False),
+           entry(6, "sip:2004@pbx.test", "dnd", ago=4000)],
+}
+CONTACTS = {
+    "en": [contact("Alice Johnson", "2001", "+1 (555) 010-2001"), contact("Albert Brown", "2017"),
+           contact("Alexandra Montgomery-Williams", "2042", "+44 20 7123 4567", "07700 900123", source="ldap")],
+    "ru": [contact("Екатерина Смирнова", "2001", "+7 (495) 123-45-67"), contact("Екатерина Иванова", "2017"),
+           contact("Екатерина Константинопольская", "2042", "+7 912 555-01-02", "8 800 555-35-35",
+                   source="ldap")],
+}
+#: What is typed in the Directory's search, by language.
+QUERY = {"en": "al", "ru": "ека"}
+
+
+def main_dnd_missed(s: Screen) -> None:
+    """The main screen with do-not-disturb on and two missed calls not seen yet: the badge, the lit DND."""
+    s.views.entries = [dict(e) for e in HISTORY[s.language]]
+    s.tap(s.button("dnd"))
+    s.panel.frontend.refresh(s.panel._load)  # the snapshot's missed_unseen, as at start
+    s.pump()
+    assert s.panel.history_button.badge.text == "2" and s.button("dnd").active
+    s.must_see += [("the missed-call badge", s.panel.history_button.badge), ("the DND mark", s.panel.identity.dnd),
+                   ("the DND button", s.button("dnd")), ("the Directory button", s.panel.directory_button)]
+
+
+def history(s: Screen) -> None:
+    """The History view: missed first (the unseen marked), then the rest, each with Call back."""
+    s.views.entries = [dict(e) for e in HISTORY[s.language]]
+    s.tap(s.panel.history_button)
+    view = s.panel.history_view
+    assert view is not None and view.entries, "the History view shows no calls"
+    s.must_see += [("the first call's Call back", view.rows[0].call_back), ("the Close button", view.close_button)]
+
+
+def directory(s: Screen) -> None:
+    """The Directory view: a search typed on the keyboard in the operator's layout, its results."""
+    s.views.contacts = [dict(c) for c in CONTACTS[s.language]]
+    s.views.errors = [{"source": "ldap", "code": "ldap_timeout", "message": "ldap://ldap.example did not answer",
+                       "params": {"url": "ldap://ldap.example", "timeout": 3}}] if s.language == "ru" else []
+    s.tap(s.panel.directory_button)
+    view = s.panel.directory_view
+    assert view is not None
+    for char in QUERY[s.language]:
+        s.tap(view.keyboard.key(char))
+    assert view.query == QUERY[s.language] and view.contacts, view.contacts
+    s.must_see += [("the first number button", view.rows[0].numbers[0]), ("the search", view.field)]
+
+
+def directory_other_layout(s: Screen) -> None:
+    """The Directory view's keyboard switched to the other layout (Latin for Russian, Cyrillic for English)."""
+    s.views.contacts = [dict(c) for c in CONTACTS[s.language]]
+    s.tap(s.panel.directory_button)
+    view = s.panel.directory_view
+    assert view is not None
+    s.tap(view.keyboard.key("switch"))
+    assert view.keyboard.layout == ("en" if s.language == "ru" else "ru")
+    s.must_see.append(("the switch key", view.keyboard.switch_key))
+
+
+def history_search(s: Screen) -> None:
+    """The History view searching: its keyboard open under the calls found."""
+    s.views.entries = [dict(e) for e in HISTORY[s.language]]
+    s.tap(s.panel.history_button)
+    view = s.panel.history_view
+    assert view is not None
+    s.tap(view.field)
+    s.tap(view.keyboard.key("2"))
+    s.tap(view.keyboard.key("0"))
+    assert view.keyboard.parent is not None and view.entries
+    s.must_see.append(("the keyboard's Hide", view.keyboard.key("hide")))
+
+
+def history_ringing(s: Screen) -> None:
+    """A call rings while the History view is open: the banner floats above the view, Answer a tap away."""
+    history(s)
+    bob = s.agent.ring(s.people["bob"], line="op2")
+    s.pump()
+    assert s.panel.banner.shown and bob in list(s.panel.banner.rows)
+    s.must_see = [("the banner's Answer above the view", s.panel.banner.answer_button)]
+
+
 STATES: dict[str, Callable[[Screen], None]] = {fn.__name__: fn for fn in (
     idle, ringing, talking, held, consulting, conference, recording, refused, prompt, prompt_ringing, menu,
-    messages)}
+    messages, main_dnd_missed, history, history_search, history_ringing, directory, directory_other_layout)}
 
 
 # --- building and checking one screen ----------------------------------------------------------------------
@@ -375,12 +479,13 @@ def build(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str, float
         desk = Desk(profile, agent)
         desk.start()
         agent.register_all(profile)
-        frontend = DeskFrontend(desk, lambda fn: Clock.schedule_once(lambda dt: fn(), 0))
+        views = ViewsDesk(desk)
+        frontend = DeskFrontend(views, lambda fn: Clock.schedule_once(lambda dt: fn(), 0))  # type: ignore[arg-type]
         panel = Panel(frontend, profile)
         made.append((panel, desk, agent))
         Window.add_widget(panel)
         panel.start()
-        screen = Screen(panel, desk, agent, language, people)
+        screen = Screen(panel, desk, agent, language, people, views)
         screen.pump()
         assert tuple(panel.size) == (width, height), \
             f"the panel did not re-lay out for {width}x{height}: it is {tuple(panel.size)}"
@@ -410,7 +515,8 @@ def _cases() -> Iterator[Any]:
             for state in STATES:
                 case = f"{resolution}-{language}-{state}"
                 # The fast suite draws 800x480 in English; every other size and Russian are lab (a minute more).
-                marks: list[Any] = [] if (resolution, language) == (FAST, "en") else [pytest.mark.lab]
+                fast = (resolution, language) == (FAST, "en") and state not in LAB_STATES
+                marks: list[Any] = [] if fast else [pytest.mark.lab]
                 yield pytest.param(resolution, language, state, marks=marks, id=case)
 
 

@@ -9,6 +9,10 @@ that take one) through the desk's generic `run(name, **args)`, the same request
 an event), so the one worker thread never waits behind another action's SIP;
 it exists so that Kivy's thread never does socket I/O (a RemoteDesk) nor waits
 for the desk loop, and so that touches reach the desk in the order touched.
+The reads the History and Directory views make (`history`, `directory`, which
+may wait seconds for an LDAP server) go to a second worker of their own
+(`read`), so that a slow search never holds up a Hang up; only the answer to a
+view's newest request is handed to it.
 
 Desk listeners run on whichever thread caused the event (the desk loop, the
 RemoteDesk's reader): `post` hands each one to the UI thread (Kivy's
@@ -54,6 +58,13 @@ class DeskFrontend:
         self._in_flight = 0  # handed to `post`, not yet run on the UI thread
         self._unsubscribe: Callable[[], None] | None = None
         self._worker = threading.Thread(target=self._work, name="kiosk-ui-desk", daemon=True)
+        # Reads the views make (the history, a directory search that may wait seconds for LDAP) have a
+        # worker of their own, so that a slow search never holds up a Hang up behind it.
+        self._reads: queue.Queue[tuple[str, Callable[[], Any]] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._work, args=(self._reads,), name="kiosk-ui-reads",
+                                        daemon=True)
+        #: Per read key ("directory", "history"): the number of the newest request; older answers are dropped.
+        self._latest: dict[str, int] = {}
         # While the first snapshot is on its way (read on the worker), events wait for it on the UI thread.
         self._held: list[ev.Event] | None = None
 
@@ -71,10 +82,12 @@ class DeskFrontend:
         if on_snapshot is None:
             self._unsubscribe = self.desk.subscribe(self._listener)
             self._worker.start()
+            self._reader.start()
             return self.desk.snapshot()
         self._held = []
         self._unsubscribe = self.desk.subscribe(self._listener)
         self._worker.start()
+        self._reader.start()
 
         def read() -> None:
             try:
@@ -115,6 +128,9 @@ class DeskFrontend:
         if self._worker.is_alive():
             self._queue.put(None)
             self._worker.join(timeout)
+        if self._reader.is_alive():
+            self._reads.put(None)
+            self._reader.join(timeout)
 
     def _listener(self, event: ev.Event) -> None:
         self._deliver(lambda: self._show(event))
@@ -142,8 +158,9 @@ class DeskFrontend:
         """Queue a desk request; it runs on the worker, never on the UI thread."""
         self._queue.put((name, command))
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+    def _work(self, jobs: queue.Queue[tuple[str, Callable[[], Any]] | None] | None = None) -> None:
+        jobs = self._queue if jobs is None else jobs
+        while (item := jobs.get()) is not None:
             name, command = item
             if name:
                 log.info("touch: %s", name)
@@ -153,10 +170,53 @@ class DeskFrontend:
                 log.exception("touch %s: desk command failed", name)
 
     def wait_commands(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued command has been answered (tests); True when done."""
+        """Wait until every queued command (and read) has been answered (tests); True when done."""
         done = threading.Event()
         self._queue.put(("", done.set))
-        return done.wait(timeout)
+        if not done.wait(timeout):
+            return False
+        if not self._reader.is_alive():
+            return True
+        read = threading.Event()
+        self._reads.put(("", read.set))
+        return read.wait(timeout)
+
+    # --- reads for the views (history, directory) ------------------------------------
+
+    def read(self, key: str, name: str, args: dict[str, Any] | Callable[[], list[tuple[str, dict[str, Any]]]],
+             on_result: Callable[[list[Outcome]], None]) -> int:
+        """Run one or more reading desk commands on the reads worker; `on_result(outcomes)` on the UI thread.
+
+        `args`: the arguments of `name`, or a list of (name, args) to run one after the other (the History
+        view reads the missed calls and the rest in one go). Only the newest request of each `key` counts:
+        one that a newer request overtook before it ran is not run at all (typing fast does not queue a
+        search per letter behind a slow LDAP), and one answered after a newer one was made is dropped, so
+        a view never shows the results of a query it no longer has. Returns the request's number.
+        """
+        with self._lock:
+            number = self._latest.get(key, 0) + 1
+            self._latest[key] = number
+        requests = [(name, dict(args))] if isinstance(args, dict) else list(args())  # type: ignore[arg-type]
+
+        def current() -> bool:
+            with self._lock:
+                return self._latest.get(key) == number
+
+        def run() -> None:
+            if not current():
+                return
+            outcomes = []
+            for command, command_args in requests:
+                clean = {k: v for k, v in command_args.items() if v is not None}
+                try:
+                    outcomes.append(self.desk.run(command, **clean))
+                except Exception as exc:  # a desk that is stopping: said in the view, not raised
+                    log.exception("touchscreen: %s failed", command)
+                    outcomes.append(Outcome(False, str(exc), code="desk_stopped", action=command))
+            self._deliver(lambda: on_result(outcomes) if current() else None)
+
+        self._reads.put((name if isinstance(args, dict) else key, run))
+        return number
 
     @property
     def in_flight(self) -> int:

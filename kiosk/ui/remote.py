@@ -80,7 +80,7 @@ class RemoteDesk(CommandMethods):
             "lines": [{"id": ln.id, "registered": False, "code": 0, "reason": "the unit is not reachable"}
                       for ln in profile.lines],
             "routes": [r.id for r in profile.routes], "calls": [], "selection": [], "muted": False,
-            "available": {},
+            "available": {}, "dnd": False, "missed_unseen": 0,
         }
 
     # --- wiring ------------------------------------------------------------------
@@ -237,6 +237,10 @@ class RemoteDesk(CommandMethods):
                 s.update(line=event.line, number=event.number, route=event.route)
             elif isinstance(event, ev.MuteChanged):
                 s["muted"] = event.muted
+            elif isinstance(event, ev.DndChanged):
+                s["dnd"] = event.on
+            elif isinstance(event, ev.HistoryChanged):
+                s["missed_unseen"] = event.missed_unseen
             elif isinstance(event, ev.AvailabilityChanged):
                 s["available"] = dict(event.available)
             elif isinstance(event, ev.LineState):

@@ -87,6 +87,39 @@ _EN: dict[str, str] = {
     "add_row": "Add to selection",
     "remove_row": "Remove from selection",
     "link_lost": "No connection to the unit (restarting?): reconnecting...",
+    "history": "History",
+    "directory": "Directory",
+    "dnd": "Do not\ndisturb",
+    "dnd_on": "Do not disturb:\nON",
+    "dnd_mark": "DND",
+    "tones_to": "Tones to {party}",
+    "search_hint": "Name or number",
+    "history_hint": "Search: name or number",
+    "call_back": "Call back",
+    "no_history": "No calls in the history",
+    "no_history_found": "No calls match \u201c{query}\u201d",
+    "no_contacts": "The directory is empty",
+    "no_contacts_found": "Nobody matches \u201c{query}\u201d",
+    "searching": "Searching...",
+    "dir_error": "{source} directory not available: {message}",
+    "history_error": "History not available: {message}",
+    "source_ldap": "Company (LDAP)",
+    "source_file": "Local",
+    "via": "for {via}",
+    "new": "NEW",
+    "kbd_space": "Space",
+    "kbd_hide": "Hide",
+    "kbd_latin": "ABC",
+    "kbd_cyrillic": "\u0410\u0411\u0412",
+    "outcome_answered": "answered",
+    "outcome_missed": "missed",
+    "outcome_rejected": "rejected",
+    "outcome_busy": "busy",
+    "outcome_failed": "failed",
+    "outcome_transferred": "transferred",
+    "outcome_picked-up": "picked up elsewhere",
+    "outcome_dnd": "refused (DND)",
+    "yesterday": "yesterday",
 }
 
 _RU: dict[str, str] = {
@@ -152,6 +185,39 @@ _RU: dict[str, str] = {
     "add_row": "Добавить к выбору",
     "remove_row": "Убрать из выбора",
     "link_lost": "Нет связи с аппаратом (перезапуск?): подключаюсь...",
+    "history": "Журнал",
+    "directory": "Справочник",
+    "dnd": "Не\nбеспокоить",
+    "dnd_on": "Не беспокоить:\nВКЛ.",
+    "dnd_mark": "НЕ БЕСПОКОИТЬ",
+    "tones_to": "Тоновый набор: {party}",
+    "search_hint": "Имя или номер",
+    "history_hint": "Поиск: имя или номер",
+    "call_back": "Перезвонить",
+    "no_history": "В журнале нет вызовов",
+    "no_history_found": "Нет вызовов по запросу «{query}»",
+    "no_contacts": "Справочник пуст",
+    "no_contacts_found": "Никого не найдено по запросу «{query}»",
+    "searching": "Поиск...",
+    "dir_error": "Справочник «{source}» недоступен: {message}",
+    "history_error": "Журнал недоступен: {message}",
+    "source_ldap": "Компания (LDAP)",
+    "source_file": "Местный",
+    "via": "кому: {via}",
+    "new": "НОВЫЙ",
+    "kbd_space": "Пробел",
+    "kbd_hide": "Скрыть",
+    "kbd_latin": "ABC",
+    "kbd_cyrillic": "\u0410\u0411\u0412",
+    "outcome_answered": "отвечен",
+    "outcome_missed": "пропущен",
+    "outcome_rejected": "отклонён",
+    "outcome_busy": "занято",
+    "outcome_failed": "не удался",
+    "outcome_transferred": "переведён",
+    "outcome_picked-up": "перехвачен",
+    "outcome_dnd": "отклонён (не беспокоить)",
+    "yesterday": "вчера",
 }
 
 
@@ -184,6 +250,10 @@ class Texts:
         """An action id (kiosk.commands) as a button word: "transfer_quick" -> "Quick transfer"."""
         name = i18n.action_name(action, self.language)
         return name[:1].upper() + name[1:]
+
+    def outcome(self, outcome: str) -> str:
+        """A history entry's outcome (kiosk.history) in words; an outcome this panel does not know as it is."""
+        return self._words.get(f"outcome_{outcome}", outcome)
 
     def direction(self, direction: str) -> str:
         return self["dir_in"] if direction == "in" else self["dir_out"]

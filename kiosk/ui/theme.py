@@ -48,6 +48,17 @@ STATE_COLOURS: dict[str, RGBA] = {
 }
 RINGING_BG: RGBA = (0.10, 0.30, 0.14, 1)  # the ringing row's pulse, between SURFACE and this
 REC_BG: RGBA = (0.72, 0.08, 0.08, 1)  # the REC badge (white text)
+#: Do-not-disturb: its mark in the identity strip and its button while on (white text).
+DND_BG: RGBA = (0.60, 0.08, 0.38, 1)
+#: A missed call the operator has not seen yet, in the History view.
+UNSEEN_BG: RGBA = (0.30, 0.09, 0.08, 1)
+#: The missed-call count on the History button (white text).
+BADGE_BG: RGBA = (0.80, 0.10, 0.08, 1)
+#: The keypad's keys while they go to the call as DTMF tones.
+TONE_KEY: RGBA = (0.13, 0.32, 0.40, 1)
+#: Missed, in the History view: the outcome word and the incoming arrow.
+MISSED_TEXT: RGBA = (1.0, 0.60, 0.55, 1)
+ANSWERED_TEXT: RGBA = (0.45, 0.85, 0.50, 1)
 STATUS_REFUSED: RGBA = (1.0, 0.55, 0.50, 1)
 STATUS_ALERT: RGBA = (1.0, 0.78, 0.35, 1)
 STATUS_INFO: RGBA = (0.80, 0.90, 1.0, 1)

@@ -39,13 +39,20 @@ def fit_font(label: Label, sizes: Sequence[float] = FIT_SIZES) -> None:
     width, height = label.width - dp(4), label.height - dp(2)
     if width <= 0 or height <= 0 or not label.text:
         return
-    for size in sizes:
-        label.font_size = sp(size)
-        label.texture_update()
-        tw, th = label.texture_size
-        longest = max((label._label.get_extents(w)[0] for w in _words(label.text)), default=0)
-        if tw <= width + 1 and th <= height + 1 and longest <= width + 1:
-            return
+    # Measured at the box's width with no height: a text_size of the box's height would make the texture
+    # exactly that high whatever the font, and every size would seem not to fit.
+    boxed = tuple(label.text_size)
+    label.text_size = (boxed[0], None)
+    try:
+        for size in sizes:
+            label.font_size = sp(size)
+            label.texture_update()
+            tw, th = label.texture_size
+            longest = max((label._label.get_extents(w)[0] for w in _words(label.text)), default=0)
+            if tw <= width + 1 and th <= height + 1 and longest <= width + 1:
+                return
+    finally:
+        label.text_size = boxed
 
 
 #: Kivy markup tags ([b], [color=...], [/size]): not words.
@@ -257,3 +264,33 @@ class Keypad(GridLayout):
                 button = BigButton(key, lambda c=key: on_key(c), font_size=sp(24))
             self.keys[key] = button
             self.add_widget(button)
+
+
+class SearchField(Painted, FitLabel):
+    """What a view's search has typed so far (the on-screen keyboard edits it), or a muted hint when empty.
+
+    A tap on it calls `on_tap` (the History view shows its keyboard then). The text ends in a bar, the
+    place the next letter goes, since there is no cursor to show.
+    """
+
+    def __init__(self, hint: str, on_tap: Callable[[], None] | None = None, **kw: object) -> None:
+        kw.setdefault("sizes", (20, 18, 16, 14))
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.hint = hint
+        self.on_tap = on_tap
+        self.value = ""
+        self._init_paint(theme.SURFACE)
+        self.show("")
+
+    def show(self, text: str) -> None:
+        self.value = text
+        if text:
+            self.text, self.color = f"{text}|", theme.TEXT
+        else:
+            self.text, self.color = self.hint, theme.TEXT_MUTED
+
+    def on_touch_down(self, touch: object) -> bool:
+        if self.on_tap is not None and self.collide_point(*touch.pos):  # type: ignore[attr-defined]
+            self.on_tap()
+            return True
+        return super().on_touch_down(touch)  # type: ignore[no-any-return]
