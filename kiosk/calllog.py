@@ -37,6 +37,7 @@ class Facts:
     transferred_to: str = ""
     conference: bool = False
     code: int = 0  # the SIP status it ended with
+    callback_of: int | None = None  # the history entry (a missed call) this call calls back
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -186,6 +186,8 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
     # the handler only writes to a pipe, the reload runs on its own thread.
     reloads = ReloadService(reloader)
     signal.signal(signal.SIGHUP, reloads.signal)
+    if dnd_was_on(desk.dnd_file):  # as the operator left it: not even the first call may ring
+        desk.preset_dnd()
     try:
         desk.start()
     except AgentError as exc:
@@ -195,8 +197,6 @@ def run_unit(profile_path: Path, headless: bool, stop: threading.Event | None = 
                     f"or give this unit another port in [sip] listen of {profile_path})")
         print(f"kiosk: the SIP agent cannot start on {profile.sip.listen}: {exc}{hint}", file=sys.stderr)
         return 1
-    if dnd_was_on(desk.dnd_file):  # as the operator left it: a restart must not start ringing again
-        desk.restore_dnd(True)
     control = ControlServer(desk, profile.control.socket)
     try:
         control.start()

@@ -501,7 +501,9 @@ class _Server:
                     if cmd == EVENTS:
                         await self._stream(reader, writer)
                         return
-                    log.debug("control: %s %s%s", cmd, args, " (wait)" if wait else "")
+                    shown = {k: ("[digits]" if k in ("digits", "key") else v) for k, v in args.items()} \
+                        if isinstance(args, dict) else args  # tones are PINs: never in a log
+                    log.debug("control: %s %s%s", cmd, shown, " (wait)" if wait else "")
                     reply = await dispatch(self.desk, cmd, args, wait)
             await self._send(writer, reply)
             last = self.loop.time()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextvars
 import dataclasses
 import itertools
@@ -82,6 +83,8 @@ DTMF_CHARS = frozenset("0123456789*#ABCD")
 #: How many calls `history` lists when no limit is given, and the most it lists.
 HISTORY_LIMIT, HISTORY_MAX = 50, 1000
 DIRECTORY_LIMIT = 20
+#: How many contacts naming a caller may look at; a full page of them is taken as ambiguous.
+LOOKUP_LIMIT = 25
 
 
 class AgentError(Exception):
@@ -364,7 +367,11 @@ class Desk(CommandMethods):
         #: Where the DND state is kept across restarts (None: not kept).
         self.dnd_file: Path | None = None
         self.tone: str | None = None  # what the agent was last told to play
+        self._tone_alerted = -1e9  # when a tone that failed was last said
         self._auto_answers: dict[int, asyncio.TimerHandle] = {}
+        self._answering: set[int] = set()  # rows whose answer is on its way to the agent
+        self._dnd_lock = asyncio.Lock()
+        self._dnd_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kiosk-dnd")
         self._loop = asyncio.new_event_loop()
         self._change: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._run_loop, name="kiosk-desk", daemon=True)
@@ -745,9 +752,25 @@ class Desk(CommandMethods):
         self.tone = tone
         log.debug("tone: %s", tone or "off")
         try:
-            play(tone)
+            fut = play(tone)
         except Exception:  # a tone that cannot play must never stop the desk
             log.exception("agent: tone %s failed", tone)
+            return
+        if tone is not None and isinstance(fut, Future):
+            fut.add_done_callback(lambda f: self.call_soon(self._tone_done, tone, f))
+
+    def _tone_done(self, tone: str, fut: "Future[Any]") -> None:
+        """A ring that could not play is said (once a minute at most), never silently skipped."""
+        exc = fut.exception()
+        if exc is None:
+            return
+        if self.tone == tone:
+            self.tone = None  # asked again at the next change
+        now = time.monotonic()
+        if now - self._tone_alerted < 60.0:
+            return
+        self._tone_alerted = now
+        self._alert("tone_failed", tone=tone, error=str(exc))
 
     def _preconditions(self) -> dict[str, Callable[[], Any]]:
         """Action id -> the precondition its command checks first (a Refusal, or what it acts on)."""
@@ -974,8 +997,15 @@ class Desk(CommandMethods):
 
     async def _key(self, key: str) -> Outcome:
         """A keypad key: the Number field's, or a tone to the call in conversation (a desk phone's keypad)."""
-        if len(key) == 1 and key in DTMF_CHARS and not isinstance(target := self._pre_dtmf(), Refusal):
-            return await self._send_dtmf("key", target, key)
+        if len(key) == 1 and key in DTMF_CHARS:
+            target = self._pre_dtmf()
+            if not isinstance(target, Refusal):
+                return await self._send_dtmf("key", target, key)
+            one = self._one()
+            if isinstance(one, Row) and in_conversation(one):
+                # Held by the far end, or a conference: the operator is in a call, so a key is meant
+                # as a tone, and must neither vanish nor collect in Number (it may be a PIN).
+                return self._refuse("key", target)
         if key == "delete":
             self.number = self.number[:-1]
         elif key == "clear":
@@ -991,7 +1021,9 @@ class Desk(CommandMethods):
         """Send DTMF digits to the selected call in conversation (`kiosk ctl dtmf`)."""
         wrong = sorted({c for c in digits.upper() if c not in DTMF_CHARS})
         if not digits or wrong or len(digits) > 64:
-            return self._refuse("dtmf", refusal("bad_dtmf", digits=digits[:20], wrong="".join(wrong)[:10]))
+            # Neither the digits nor their count beyond what is wrong: they may be a PIN.
+            return self._refuse("dtmf", refusal("bad_dtmf", wrong="".join(wrong)[:10] or "nothing",
+                                                count=len(digits)))
         target = self._pre_dtmf()
         if isinstance(target, Refusal):
             return self._refuse("dtmf", target)
@@ -1010,27 +1042,36 @@ class Desk(CommandMethods):
         if failed:
             return failed
         log.info("row %d: DTMF sent (%d digits, %s)", row.id, len(digits), method, extra=_fields(row, action))
-        return Outcome(True, data={"row": row.id, "dtmf": digits, "method": method})
+        return Outcome(True, data={"row": row.id, "tones": len(digits), "method": method})
 
     # --- do not disturb, history, directory (loop) -------------------------
 
     async def _dnd(self, state: str = "toggle") -> Outcome:
-        on = (not self.dnd_on) if state == "toggle" else state == "on"
         set_dnd = getattr(self.agent, "set_dnd", None)
         if set_dnd is None:
             return self._refuse("dnd", refusal("not_available", command="dnd"))
-        if on != self.dnd_on:
-            failed = await self._wait("dnd", set_dnd(self.profile.dnd.code if on else None))
-            if failed:
-                return failed
-            self.dnd_on = on
-            log.info("do not disturb %s", "on" if on else "off", extra={"ACTION": "dnd", "EVENT": "dnd"})
-            self._emit(ev.DndChanged(on))
-            self._update_available()
-            if self.dnd_file is not None:
-                path, text = self.dnd_file, ("on\n" if on else "off\n")
-                self._loop.run_in_executor(None, _keep_dnd, path, text)
+        # One change at a time: two quick presses are on, then off, never on twice.
+        async with self._dnd_lock:
+            on = (not self.dnd_on) if state == "toggle" else state == "on"
+            if on != self.dnd_on:
+                failed = await self._wait("dnd", set_dnd(self.profile.dnd.code if on else None))
+                if failed:
+                    return failed
+                self.dnd_on = on
+                log.info("do not disturb %s", "on" if on else "off", extra={"ACTION": "dnd", "EVENT": "dnd"})
+                self._emit(ev.DndChanged(on))
+                self._update_available()
+                if self.dnd_file is not None:  # one writer, in order: the last press is what a restart finds
+                    path, text = self.dnd_file, ("on\n" if on else "off\n")
+                    self._dnd_writer.submit(_keep_dnd, path, text, self.history_problem)
         return Outcome(True, data={"dnd": self.dnd_on, "code": self.profile.dnd.code if self.dnd_on else None})
+
+    def preset_dnd(self) -> None:
+        """Before the start: DND is on as the unit was left, so that not even the first call after a
+        restart rings (the registrar may still route calls to the old registration)."""
+        self.dnd_on = True
+        if hasattr(self.agent, "dnd"):
+            self.agent.dnd = self.profile.dnd.code  # read by the agent thread from its first INVITE
 
     def history_problem(self, code: str, params: dict[str, Any]) -> None:
         """kiosk.history's writer could not write (any thread): an alert the operator and the log see."""
@@ -1038,10 +1079,6 @@ class Desk(CommandMethods):
             return
         self.call_soon(lambda: self._alert(code, **params))
 
-    def restore_dnd(self, on: bool) -> None:
-        """At start: DND as it was when the unit stopped (from `dnd_file`), before any call can come."""
-        if on and not self.on_loop():
-            self.submit("dnd", state="on").result(REPLY_TIMEOUT)
 
     async def _history(self, missed: bool = False, limit: int | None = None, search: str | None = None) -> Outcome:
         history = self.call_history
@@ -1079,23 +1116,41 @@ class Desk(CommandMethods):
             return self._refuse(action, refusal("history_unreadable", error=str(exc)))
         if not found:
             return self._refuse(action, refusal("no_history_entry", entry=entry))
-        number = str(found.get("number") or "")
-        if not number:
-            return self._refuse(action, refusal("no_number_to_call", entry=entry))
-        lines = [line.id for line in self.profile.lines]
-        route = found.get("route") if found.get("direction") == "out" else None
-        if route and route not in [r.id for r in self.profile.routes]:
-            route = None
-        line = self.profile.route(route).line if route else found.get("line")
-        if line not in lines:
-            line = self.line  # the line is gone from the profile: the one chosen now
+        target = self._callback_target(found)
+        if isinstance(target, Refusal):
+            return self._refuse(action, target)
+        number, line, route = target
         out = await self._dial_on(action, number, line, route)
         if out.ok and found.get("outcome") == "missed" and not found.get("seen"):
-            history.mark_seen(entry)  # called back: no longer a missed call waiting for the operator
-            # (the history's own count follows once its writer has read the entry back from the file)
-            self.missed_unseen = max(0, self.missed_unseen - 1)
-            self._emit(ev.HistoryChanged({}, self.missed_unseen))
+            self.calllog.of(out.data["row"]).callback_of = entry  # seen once the customer is reached
         return out
+
+    def _callback_target(self, found: dict[str, Any]) -> tuple[str, str, str | None] | Refusal:
+        """(number or URI, line, route) that reach a history entry's party again, or why nothing can.
+
+        A call we placed goes out as it went (the number as typed, its route); a caller is called at
+        their own address when it is not our server's (another company's domain), and not at all
+        when they withheld it. A route that is gone is not replaced by a guess: its prefix may be
+        what reaches the outside world."""
+        entry = found.get("id")
+        number = str(found.get("number") or "")
+        who = party(str(found.get("remote") or ""))
+        if not number or who.number.lower() in ("anonymous", "unknown", "restricted") \
+                or who.host.lower().endswith(".invalid"):
+            return refusal("no_number_to_call", entry=entry)
+        lines = {line.id: line for line in self.profile.lines}
+        route = found.get("route") if found.get("direction") == "out" else None
+        if route and route not in [r.id for r in self.profile.routes]:
+            return refusal("callback_route_gone", entry=entry, route=route)
+        line_id = self.profile.route(route).line if route else found.get("line")
+        if line_id not in lines:
+            line_id = self.line  # the line is gone from the profile: the one chosen now
+        if found.get("direction") == "in" and who.host:
+            line = lines.get(line_id) or self.profile.lines[0]
+            ours = {line.domain.lower()} | {_host_of(u) for u in (line.registrar, line.proxy) if u}
+            if who.host.lower().split(":")[0] not in ours:
+                number = f"sip:{who.number}@{who.host}"  # their own domain, not a namesake of ours
+        return number, line_id, route
 
     async def _directory(self, query: str = "", limit: int | None = None) -> Outcome:
         directory = self.contacts
@@ -1120,6 +1175,21 @@ class Desk(CommandMethods):
                                number=row.dialled or who["number"], via=row.via, started=row.started)
         except Exception:
             log.exception("history: cannot note row %d", row.id)
+
+    def _history_answered(self, row: Row) -> None:
+        """What an answer teaches the history: whom a pickup reached (the dialog's To is the feature
+        code, the server names the caller), and that a missed call called back is seen."""
+        facts = self.calllog.of(row.id)
+        if facts.pickup:
+            who = party(row.remote)
+            row.dialled = ""
+            self.call_history.update(row.id, remote=row.remote, number=who.number, name=row.as_json()["name"])
+        if facts.callback_of is not None:
+            self.call_history.mark_seen(facts.callback_of)
+            # (the history's own count follows once its writer has read the entry back from the file)
+            self.missed_unseen = max(0, self.missed_unseen - 1)
+            self._emit(ev.HistoryChanged({}, self.missed_unseen))
+            facts.callback_of = None
 
     def _history_end(self, row: Row, reason: str) -> None:
         facts = self.calllog.pop(row.id)
@@ -1186,14 +1256,15 @@ class Desk(CommandMethods):
 
         async def look() -> None:
             try:
-                found, _problems = await self._loop.run_in_executor(None, contacts.search, number, 5)
+                found, _problems = await self._loop.run_in_executor(None, contacts.search, number, LOOKUP_LIMIT)
             except Exception:
                 log.exception("directory: looking up %s failed", number)
                 return
             names = {c.name for c in found
                      if any("".join(ch for ch in n if ch.isdigit()) == wanted for n in c.numbers)}
             live = self.rows.get(row.id)
-            if len(names) != 1 or live is None or live.directory_name:
+            # A full page may have been cut short: someone else with that number may be beyond it.
+            if len(names) != 1 or len(found) >= LOOKUP_LIMIT or live is None or live.directory_name:
                 return
             live.directory_name = names.pop()
             self._changed(live)
@@ -1214,19 +1285,26 @@ class Desk(CommandMethods):
             return None
         if not (line.auto_answer or event.intercom):
             return None
-        if any(r.up for r in self.rows.values() if r.id != row.id):
+        if self._operator_busy(row.id):
             return None  # the operator is busy with a call: this one rings (call waiting) instead
         ms = event.answer_after_ms if event.intercom and event.answer_after_ms is not None \
             else line.auto_answer_delay_ms
         return max(0, ms) / 1000.0
+
+    def _operator_busy(self, row_id: int) -> bool:
+        """Whether a call other than `row_id` has the operator: answered, placed by them (dialling or
+        ringing out), being answered, or about to answer itself. Then a call must not answer itself
+        on top of it: it rings, with the call-waiting tone."""
+        return any(r.up or r.direction == "out" or r.auto_answer or r.id in self._answering
+                   for r in self.rows.values() if r.id != row_id)
 
     def _auto_answer_now(self, row_id: int) -> None:
         self._auto_answers.pop(row_id, None)
         row = self.rows.get(row_id)
         if row is None or row.state != "ringing":
             return
-        if any(r.up for r in self.rows.values() if r.id != row_id):
-            self._ring_for_operator(row_id)  # another call was answered meanwhile: this one rings instead
+        if self._operator_busy(row_id):
+            self._ring_for_operator(row_id)  # another call was taken meanwhile: this one rings instead
             return
         beep = getattr(self.agent, "beep", None)
         if beep is not None:
@@ -1488,6 +1566,13 @@ class Desk(CommandMethods):
         if isinstance(target, Refusal):
             return self._refuse("answer", target)
         self._step(row=target.id)
+        self._answering.add(target.id)
+        try:
+            return await self._answer_row(target)
+        finally:
+            self._answering.discard(target.id)
+
+    async def _answer_row(self, target: Row) -> Outcome:
         before, lost = list(self.selection), self.selection_lost
         held = await self._hold_others("answer", target.id)
         if isinstance(held, Outcome):
@@ -1524,11 +1609,18 @@ class Desk(CommandMethods):
         if isinstance(target, Refusal):
             return self._refuse("hangup", target)
         log.info("row %d: hang up", target.id, extra=_fields(target, "hangup"))
-        if target.direction == "in" and target.answered is None:
+        # Noted before the request: pjsua reports the call ended inside the hang-up itself, before
+        # its answer reaches here, and the history takes the call's facts at that end.
+        rejecting = target.direction == "in" and target.answered is None
+        if rejecting:
             self.calllog.of(target.id).rejected = True
         self._step(row=target.id)
-        return (await self._wait("hangup", self.agent.hangup(target.id), target.id)
-                or Outcome(True, data={"row": target.id}))
+        failed = await self._wait("hangup", self.agent.hangup(target.id), target.id)
+        if failed:
+            if rejecting and target.id in self.rows:
+                self.calllog.of(target.id).rejected = False  # it still rings: not rejected after all
+            return failed
+        return Outcome(True, data={"row": target.id})
 
     # --- call control (loop) -----------------------------------------------
 
@@ -2030,7 +2122,7 @@ class Desk(CommandMethods):
                         row.held_since = None
                     row.local_hold, row.remote_hold = event.local_hold, event.remote_hold
                     if row.answered is None:  # media before the answer: the far end's own early audio
-                        row.early_media = not (event.local_hold or event.remote_hold)
+                        row.early_media = event.active and not (event.local_hold or event.remote_hold)
                         self._changed(row)
                         return
                     row.state = self._talk_state(row)
@@ -2071,6 +2163,7 @@ class Desk(CommandMethods):
             row.auto_answer = False
             if self.call_history is not None:
                 self.call_history.answered(row.id, row.answered)
+                self._history_answered(row)
             if self.profile.recording.always:
                 self._record_always(row)
         if event.state == "early":
@@ -2234,14 +2327,21 @@ class Desk(CommandMethods):
             self._loop.call_soon(self._settle_pending_lines)
 
 
-def _keep_dnd(path: Path, text: str) -> None:
-    """Keep the DND state for the next start (off the loop; a failure costs only that)."""
+def _keep_dnd(path: Path, text: str, problem: Callable[[str, dict[str, Any]], None]) -> None:
+    """Keep the DND state for the next start (off the loop); a failure is said, and costs only that."""
     from .reload import write_atomically
 
     try:
         write_atomically(path, text.encode())
     except OSError as exc:
         log.warning("do not disturb: cannot keep the state in %s: %s", path, exc)
+        problem("dnd_not_kept", {"path": str(path), "error": exc.strerror or str(exc)})
+
+
+def _host_of(uri: str) -> str:
+    """sip:pbx.example.org:5060;lr -> pbx.example.org"""
+    rest = uri.split(":", 1)[-1].split(";", 1)[0].rsplit("@", 1)[-1]
+    return rest.rsplit(":", 1)[0].strip("[]").lower() if rest.count(":") == 1 else rest.strip("[]").lower()
 
 
 def _line_sip(line: Any) -> tuple[Any, ...]:

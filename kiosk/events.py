@@ -77,6 +77,8 @@ class CallMedia(Event):
     call: int
     local_hold: bool
     remote_hold: bool
+    #: The call has audio flowing (negotiated and active); False when the offer/answer left it none.
+    active: bool = True
     kind = "media"
 
 

@@ -200,6 +200,9 @@ class JournalHandler(logging.Handler):
 def profile_secrets(profile: "Profile") -> set[str]:
     """Every value of a profile that must never be logged (and the forms it is sent in)."""
     found = {line.password for line in profile.lines if line.password}
+    directory = getattr(profile, "directory", None)
+    if directory is not None and directory.ldap_password:
+        found.add(directory.ldap_password)
     prov = getattr(profile, "provisioning", None)
     if prov is not None:
         found.update(prov.secrets)

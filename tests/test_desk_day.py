@@ -109,7 +109,7 @@ def test_the_keypad_sends_tones_to_the_call_in_conversation_and_edits_number_oth
     day_desk.settle()
     assert day_desk.available["dtmf"] is None
     out = day_desk.key("7").wait()
-    assert out.ok and out.data["dtmf"] == "7"
+    assert out.ok and out.data["tones"] == 1  # how many, never which: they may be a PIN
     assert agent.requests("dtmf") == [(call, "7", "rfc4733")]
     assert day_desk.number == ""  # the Number field is not touched by tones
     day_desk.hold().wait()
@@ -126,7 +126,7 @@ def test_ctl_dtmf_uses_the_lines_method_and_refuses_what_is_not_a_tone(day_desk:
     assert ok.ok, ok.reason
     assert agent.requests("dtmf") == [(call, "12#", "info")]
     bad = day_desk.dtmf("12x").wait()
-    assert not bad.ok and bad.code == "bad_dtmf" and "x" in bad.reason
+    assert not bad.ok and bad.code == "bad_dtmf" and "X" in bad.reason and "12" not in bad.reason
     assert len(agent.requests("dtmf")) == 1
 
 
@@ -263,7 +263,10 @@ def test_the_missed_count_goes_with_history_seen_and_callback_dials_the_entry(
     out = day_desk.callback(entry["id"]).wait()
     assert out.ok, out.reason
     assert agent.requests("dial")[-1][1:3] == ("op1", "sip:2002@pbx.test")
-    assert day_desk.snapshot()["missed_unseen"] == 0  # called back: seen
+    assert day_desk.snapshot()["missed_unseen"] == 1  # not yet: the customer has not been reached
+    agent.talking(out.data["row"])
+    day_desk.settle()
+    assert day_desk.snapshot()["missed_unseen"] == 0  # called back and reached: seen
     out = day_desk.history_seen().wait()
     assert out.ok and day_desk.snapshot()["missed_unseen"] == 0
 
@@ -286,3 +289,97 @@ def test_a_number_written_with_spaces_and_brackets_is_dialled_as_digits(desk: De
     bad = desk.dial("alice <bob>").wait()
     assert not bad.ok and bad.code == "bad_number"
     assert len(agent.requests("dial")) == 1
+
+
+# --- what the review found: never the wrong party, never silent --------------------------------
+
+
+def settle_until(desk: Desk, pred: Any, turns: int = 100) -> bool:
+    for _ in range(turns):
+        desk.settle()
+        if pred():
+            return True
+    return pred()
+
+
+def test_auto_answer_never_answers_over_a_call_the_operator_is_placing(day_desk: Desk, agent: FakeAgent) -> None:
+    out = day_desk.dial("2002").wait()
+    agent.ringing(out.data["row"])
+    intercom = agent.ring(line="op2")  # an auto-answer line
+    day_desk.settle()
+    assert not settle_until(day_desk, lambda: bool(agent.requests("answer")), 20)
+    assert day_desk.rows[intercom].auto_answer is False and day_desk.rows[intercom].state == "ringing"
+    assert day_desk.selection == [out.data["row"]]
+
+
+def test_two_auto_answer_calls_at_once_answer_only_the_first(day_desk: Desk, agent: FakeAgent) -> None:
+    first = agent.ring("sip:2001@pbx.test", line="op2")
+    second = agent.ring("sip:2002@pbx.test", line="op2")
+    assert settle_until(day_desk, lambda: bool(agent.requests("answer")))
+    agent.talking(first)
+    day_desk.settle()
+    assert agent.requests("answer") == [(first,)]
+    assert agent.playing == "waiting" and day_desk.rows[second].state == "ringing"
+
+
+def test_a_pickup_is_kept_as_the_caller_it_reached_and_called_back_as_them(day_desk: Desk, agent: FakeAgent) -> None:
+    out = day_desk.pickup("201")
+    row = out.data.get("row") if out.data else None
+    day_desk.settle()
+    row = row or max(day_desk.rows)
+    agent.progress(row, "talking", 200, "OK", remote="Caller <sip:5551234@pbx.test>")
+    assert out.wait().ok
+    agent.ended(row)
+    ended(day_desk)
+    (entry,) = calls(day_desk)
+    assert (entry["outcome"], entry["number"], entry["name"]) == ("picked-up", "5551234", "Caller")
+    assert day_desk.callback(entry["id"]).wait().ok
+    assert agent.requests("dial")[-1][2] == "sip:5551234@pbx.test"  # not *8201 again
+
+
+def test_callback_keeps_to_the_callers_own_domain_and_refuses_what_cannot_reach_them(
+        day_desk: Desk, agent: FakeAgent, history: History) -> None:
+    foreign = agent.ring("Alice <sip:alice@partner.example>")
+    agent.ended(foreign, 487, "Request Terminated")
+    anon = agent.ring("Anonymous <sip:anonymous@anonymous.invalid>")
+    agent.ended(anon, 487, "Request Terminated")
+    ended(day_desk)
+    by_number = {e["number"]: e for e in calls(day_desk)}
+    assert day_desk.callback(by_number["alice"]["id"]).wait().ok
+    assert agent.requests("dial")[-1][2] == "sip:alice@partner.example"
+    out = day_desk.callback(by_number["anonymous"]["id"]).wait()
+    assert not out.ok and out.code == "no_number_to_call"
+    gone = history.record(direction="out", line="op1", route="nowhere", remote="sip:95550101@pbx.test",
+                          number="5550101", started=1.0, outcome="answered")
+    history.flush()
+    out = day_desk.callback(gone).wait()
+    assert not out.ok and out.code == "callback_route_gone"
+    assert len(agent.requests("dial")) == 1
+
+
+def test_a_key_in_a_call_the_far_end_holds_is_refused_not_typed_into_number(day_desk: Desk, agent: FakeAgent) -> None:
+    call = agent.ring()
+    agent.talking(call)
+    agent.remote_hold(call)
+    out = day_desk.key("4").wait()
+    assert not out.ok and out.code == "not_in_conversation"
+    assert day_desk.number == "" and agent.requests("dtmf") == []
+
+
+def test_two_quick_dnd_toggles_end_off(day_desk: Desk, agent: FakeAgent) -> None:
+    a, b = day_desk.submit("dnd"), day_desk.submit("dnd")
+    a.result(5).wait()
+    b.result(5).wait()
+    assert day_desk.dnd_on is False and agent.requests("set_dnd") == [(486,), (None,)]
+
+
+def test_a_ring_that_cannot_play_is_said(day_desk: Desk, agent: FakeAgent) -> None:
+    from concurrent.futures import Future
+
+    seen: list[ev.Event] = []
+    day_desk.subscribe(seen.append)
+    broken: Future[None] = Future()
+    broken.set_exception(RuntimeError("no tone generator"))
+    agent.tone = lambda kind: broken  # type: ignore[method-assign]
+    agent.ring()
+    assert settle_until(day_desk, lambda: any(isinstance(e, ev.Alert) and e.code == "tone_failed" for e in seen))

@@ -10,6 +10,7 @@ device that is not there.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -336,9 +337,18 @@ class FakeStreamSd(FakeSd):
                 self.blocksize = blocksize
 
             def start(self) -> None:
+                # Periods come on the device's own thread, after start() returned, as PortAudio's do
+                # (called here before it returned, the open waited out its whole 2 s for them).
                 frames = blocksize or sd.period
-                for _ in range(3):
-                    callback(np.zeros((frames, 1), np.int16), np.zeros((frames, 1), np.int16), frames, None, None)
+
+                def periods() -> None:
+                    for _ in range(6):
+                        time.sleep(0.005)
+                        callback(np.zeros((frames, 1), np.int16), np.zeros((frames, 1), np.int16), frames,
+                                 None, None)
+
+                self.thread = threading.Thread(target=periods, daemon=True)
+                self.thread.start()
 
             def stop(self) -> None:
                 pass
@@ -353,7 +363,7 @@ def test_jack_with_a_one_frame_period_gets_its_buffers_without_portaudio_s_block
     block, side = make_side()
     sd = FakeStreamSd("JACK Audio Connection Kit", period=FRAME)
     info = side.open(sd, "system")
-    assert sd.opened == [0] and info["blocksize"] == 0 and block.status[0] == 3  # callbacks seen
+    assert sd.opened == [0] and info["blocksize"] == 0 and block.status[0] >= 3  # callbacks seen
 
 
 def test_jack_with_another_period_and_other_host_apis_get_one_frame_blocks() -> None:

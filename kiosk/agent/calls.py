@@ -259,7 +259,7 @@ class KCall(pj.Call):
         # Every re-INVITE tears down the call's bridge connections: wire them again.
         if self.agent.media:
             self.agent.media.rewire(self)
-        self.agent.emit(ev.CallMedia(self.id, local_hold, remote_hold))
+        self.agent.emit(ev.CallMedia(self.id, local_hold, remote_hold, active))
 
     def onCallTransferStatus(self, prm: "pj.OnCallTransferStatusParam") -> None:
         code = int(prm.statusCode)

@@ -368,8 +368,10 @@ class PjAgent:
         self.tones = Tones(self)
         try:
             self.tones.prepare()
-        except pj.Error as exc:  # tones are a comfort: a unit without them still takes calls
+        except pj.Error as exc:  # the unit still takes calls; the operator is told it will not ring
             log.error("tone generators not available: %s", _pj_reason(exc))
+            self.emit(ev.Alert(f"The unit cannot play tones: incoming calls will not ring ({_pj_reason(exc)})",
+                               "tones_off", {"error": _pj_reason(exc)}))
         self.lines = Lines(self, ep, self.profile)
         self.lines.create()
         self.lines.start_keepalive()  # keep-alives and unanswered calls (keepalive.py)
