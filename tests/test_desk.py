@@ -598,6 +598,7 @@ def test_pickup_that_times_out_does_not_leave_its_call_running(
     desk: Desk, agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(desk_module, "PICKUP_TIMEOUT", 0.05)
+    monkeypatch.setattr(desk_module, "PICKUP_RELEASE", 0.05)  # the fake never ends the call by itself
 
     outcome = desk.pickup("1005").wait()
 

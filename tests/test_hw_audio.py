@@ -288,6 +288,7 @@ def test_a_16_khz_clock_a_little_off_is_taken_as_it_is() -> None:
         pick_rate(sd48, 0, sd48.devices[0], True, True)
 
 
+@pytest.mark.lab  # the real device process
 def test_missing_device_raises_one_alert_and_the_bridge_stays_silent(monkeypatch) -> None:
     # The real device process, on a JACK server that does not exist and no other device.
     monkeypatch.setenv("JACK_DEFAULT_SERVER", f"kiosk-none-{os.getpid()}")

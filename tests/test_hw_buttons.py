@@ -34,7 +34,10 @@ def factory() -> MockFactory:
 
 
 @pytest.fixture
-def buttons(desk: Desk, factory: MockFactory) -> Iterator[Buttons]:
+def buttons(desk: Desk, factory: MockFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Buttons]:
+    import hw.buttons
+
+    monkeypatch.setattr(hw.buttons, "HOLD_TIME", 0.3)  # a long press as the unit has it, only shorter
     b = Buttons(desk, PINS, pin_factory=factory)
     yield b
     b.close()

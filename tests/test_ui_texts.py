@@ -62,6 +62,7 @@ def test_every_word_exists_in_both_languages_and_unknown_falls_back_to_english()
     assert Texts("de").refused("hold", "no_selection") == "Hold: no call selected"
 
 
+@pytest.mark.lab  # a Python process of its own
 def test_the_headless_side_never_loads_kivy() -> None:
     # What the headless unit, `kiosk ctl` and the other tests load: no Kivy (it is loaded with the panel).
     code = ("import sys, kiosk.cli, kiosk.control, kiosk.ui.display, kiosk.ui.frontend, kiosk.ui.texts; "
@@ -191,6 +192,7 @@ def measured(items: list[tuple[str, str, int, int]]) -> dict[tuple[str, str], li
     return {(key, text): lines for key, text, lines in json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+@pytest.mark.lab  # measured in a Kivy process of its own
 def test_every_label_fits_in_two_lines_broken_at_word_ends() -> None:
     items: list[tuple[str, str, int, int]] = []
     for language in texts.LANGUAGES:
