@@ -7,28 +7,23 @@ free port with its own configuration (kiosk.lab.slapd) and stopped by its PID. N
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiosk.profile import Directory as ProfileDirectory
 from kiosk.directory import Directory
 from kiosk.lab.slapd import Slapd, many_people, DEFAULT_PEOPLE
 
 
-@dataclass(frozen=True)
-class S:
-    file: Path | None = None
-    ldap: str | None = None
-    ldap_base: str = ""
-    ldap_bind_dn: str | None = None
-    ldap_password: str = field(default="", repr=False)
-    ldap_timeout_seconds: int = 3
-    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*))"
-    ldap_name_attr: str = "cn"
-    ldap_number_attrs: tuple[str, ...] = ("telephoneNumber", "mobile", "ipPhone")
+def S(**fields: Any) -> ProfileDirectory:
+    """The profile's [directory] with these fields."""
+    return dataclasses.replace(ProfileDirectory(), **fields)
 
 
 def timeit(fn, n=50):

@@ -3,10 +3,11 @@ and the LDAP side's guarantees (deadline, errors as problems) without a server p
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiosk import directory as dmod
+from kiosk.profile import Directory as ProfileDirectory
 from kiosk.directory import (
     Contact,
     Directory,
@@ -26,19 +28,9 @@ from kiosk.directory import (
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The fields of the profile's [directory] (kiosk.profile.Directory) that Directory reads."""
-
-    file: Path | None = None
-    ldap: str | None = None
-    ldap_base: str = "ou=people,dc=example,dc=org"
-    ldap_bind_dn: str | None = None
-    ldap_password: str = field(default="", repr=False)
-    ldap_timeout_seconds: int = 1
-    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*))"
-    ldap_name_attr: str = "cn"
-    ldap_number_attrs: tuple[str, ...] = ("telephoneNumber", "mobile", "ipPhone")
+def Settings(**fields: Any) -> ProfileDirectory:  # noqa: N802 - reads as the settings it makes
+    """The profile's [directory] as a test needs it (the lab's base, a short LDAP timeout)."""
+    return dataclasses.replace(ProfileDirectory(ldap_base="ou=people,dc=example,dc=org", ldap_timeout_seconds=1), **fields)
 
 
 class Clock:

@@ -9,17 +9,20 @@ contacts still come back.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kiosk.profile import Directory as ProfileDirectory
 from kiosk.directory import Contact, Directory
 from kiosk.lab.proc import wait_until
 from kiosk.lab.slapd import Slapd, many_people
@@ -32,19 +35,9 @@ if os.environ.get("CI") and not _HAVE_SLAPD:  # in CI a missing lab is an instal
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not _HAVE_SLAPD, reason="slapd/ldap-utils not installed")]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The fields of the profile's [directory] (kiosk.profile.Directory) that Directory reads."""
-
-    file: Path | None = None
-    ldap: str | None = None
-    ldap_base: str = ""
-    ldap_bind_dn: str | None = None
-    ldap_password: str = field(default="", repr=False)
-    ldap_timeout_seconds: int = 2
-    ldap_filter: str = "(|(cn=*{q}*)(sn=*{q}*)(telephoneNumber=*{q}*)(mobile=*{q}*))"
-    ldap_name_attr: str = "cn"
-    ldap_number_attrs: tuple[str, ...] = ("telephoneNumber", "mobile", "ipPhone")
+def Settings(**fields: Any) -> ProfileDirectory:  # noqa: N802 - reads as the settings it makes
+    """The profile's [directory] with a 2 s LDAP timeout."""
+    return dataclasses.replace(ProfileDirectory(ldap_timeout_seconds=2), **fields)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 
 @pytest.fixture
-def settings(slapd: Slapd, tmp_path: Path) -> Settings:
+def settings(slapd: Slapd, tmp_path: Path) -> ProfileDirectory:
     (tmp_path / "contacts.csv").write_text("name,phone\nAnna Local,+7 495 111-11-11\nReception,2000\n")
     return Settings(file=tmp_path / "contacts.csv", ldap=slapd.url, ldap_base=slapd.people_base,
                     ldap_bind_dn=slapd.reader_dn, ldap_password=slapd.reader_password)
@@ -73,7 +66,7 @@ def process_state(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def make(settings: Settings, **changes: Any) -> Directory:
+def make(settings: ProfileDirectory, **changes: Any) -> Directory:
     d = Directory(replace(settings, **changes), None, retry_after=0)
     d.load()
     return d
@@ -83,7 +76,7 @@ def ldap_only(found: list[Contact]) -> list[Contact]:
     return [c for c in found if c.source == "ldap"]
 
 
-def test_search_by_name_latin(settings: Settings) -> None:
+def test_search_by_name_latin(settings: ProfileDirectory) -> None:
     found, errors = make(settings).search("anna pet")
     assert errors == []
     assert ldap_only(found) == [
@@ -91,7 +84,7 @@ def test_search_by_name_latin(settings: Settings) -> None:
     ]
 
 
-def test_search_by_name_cyrillic_and_yo(settings: Settings) -> None:
+def test_search_by_name_cyrillic_and_yo(settings: ProfileDirectory) -> None:
     d = make(settings)
     assert [c.name for c in d.search("иванова")[0]] == ["Мария Иванова"]
     assert [c.name for c in d.search("Мария")[0]] == ["Мария Иванова"]
@@ -101,13 +94,13 @@ def test_search_by_name_cyrillic_and_yo(settings: Settings) -> None:
     assert [c.name for c in d.search("Пётр")[0]] == ["Пётр Ёлкин"]
 
 
-def test_search_file_first_then_ldap(settings: Settings) -> None:
+def test_search_file_first_then_ldap(settings: ProfileDirectory) -> None:
     found, errors = make(settings).search("anna")
     assert errors == []
     assert [(c.name, c.source) for c in found] == [("Anna Local", "file"), ("Anna Petrova", "ldap")]
 
 
-def test_search_by_number(settings: Settings) -> None:
+def test_search_by_number(settings: ProfileDirectory) -> None:
     d = make(settings)
     assert [c.name for c in ldap_only(d.search("555-01-02")[0])] == ["Ivan Sidorov"]
     assert [c.name for c in ldap_only(d.search("+7 916 000")[0])] == ["Anna Petrova"]
@@ -115,15 +108,15 @@ def test_search_by_number(settings: Settings) -> None:
     assert d.search("0000000000") == ([], [])
 
 
-def test_entries_without_a_number_are_not_returned(settings: Settings) -> None:
+def test_entries_without_a_number_are_not_returned(settings: ProfileDirectory) -> None:
     assert make(settings).search("nina") == ([], [])
 
 
-def test_query_cannot_change_the_filter(settings: Settings) -> None:
+def test_query_cannot_change_the_filter(settings: ProfileDirectory) -> None:
     assert make(settings).search("*)(cn=*") == ([], [])
 
 
-def test_name_for_knows_numbers_an_ldap_search_returned(settings: Settings) -> None:
+def test_name_for_knows_numbers_an_ldap_search_returned(settings: ProfileDirectory) -> None:
     d = make(settings)
     assert d.name_for("2002") is None  # never searched: the desk's loop does not wait on LDAP
     d.search("sidorov")
@@ -132,7 +125,7 @@ def test_name_for_knows_numbers_an_ldap_search_returned(settings: Settings) -> N
     assert d.name_for("2000") == "Reception"  # the file
 
 
-def test_wrong_password_is_named_and_the_file_still_answers(settings: Settings) -> None:
+def test_wrong_password_is_named_and_the_file_still_answers(settings: ProfileDirectory) -> None:
     found, errors = make(settings, ldap_password="not-the-password").search("anna")
     assert [c.name for c in found] == ["Anna Local"]
     (p,) = errors
@@ -141,23 +134,23 @@ def test_wrong_password_is_named_and_the_file_still_answers(settings: Settings) 
     assert "not-the-password" not in p.message
 
 
-def test_wrong_base_is_named(settings: Settings) -> None:
+def test_wrong_base_is_named(settings: ProfileDirectory) -> None:
     (p,) = make(settings, ldap_base="ou=staff,dc=example,dc=org").search("anna")[1]
     assert p.code == "ldap_bad_base" and "ou=staff,dc=example,dc=org" in p.message
     assert "ldap_base" in p.message
 
 
-def test_anonymous_client_sees_nothing_and_is_told_why(settings: Settings) -> None:
+def test_anonymous_client_sees_nothing_and_is_told_why(settings: ProfileDirectory) -> None:
     (p,) = make(settings, ldap_bind_dn=None, ldap_password="").search("anna")[1]
     assert p.code == "ldap_bad_base" and "anonymous" in p.message
 
 
-def test_bad_filter_in_the_profile_is_named(settings: Settings) -> None:
+def test_bad_filter_in_the_profile_is_named(settings: ProfileDirectory) -> None:
     (p,) = make(settings, ldap_filter="(cn=*{q}*").search("anna")[1]
     assert p.code == "ldap_bad_filter" and "(cn=*{q}*" in p.message
 
 
-def test_many_entries_are_cut_at_the_limit(slapd: Slapd, settings: Settings) -> None:
+def test_many_entries_are_cut_at_the_limit(slapd: Slapd, settings: ProfileDirectory) -> None:
     if not any(p.uid == "p000000" for p in slapd.people):
         slapd.add(many_people(40))
     found, errors = make(settings, file=None).search("7495", limit=7)
@@ -165,7 +158,7 @@ def test_many_entries_are_cut_at_the_limit(slapd: Slapd, settings: Settings) -> 
     assert found == sorted(found, key=lambda c: c.name.casefold())
 
 
-def test_server_stopped_gives_a_problem_in_time_and_the_file_results(tmp_path: Path, settings: Settings) -> None:
+def test_server_stopped_gives_a_problem_in_time_and_the_file_results(tmp_path: Path, settings: ProfileDirectory) -> None:
     own = Slapd(tmp_path / "own-slapd")
     own.start()
     try:
@@ -188,7 +181,7 @@ def test_server_stopped_gives_a_problem_in_time_and_the_file_results(tmp_path: P
         own.stop()
 
 
-def test_server_that_hangs_gives_a_timeout_problem_and_recovers(tmp_path: Path, settings: Settings) -> None:
+def test_server_that_hangs_gives_a_timeout_problem_and_recovers(tmp_path: Path, settings: ProfileDirectory) -> None:
     own = Slapd(tmp_path / "own-slapd")
     own.start()
     assert own.pid is not None
@@ -218,7 +211,7 @@ def test_server_that_hangs_gives_a_timeout_problem_and_recovers(tmp_path: Path, 
         own.stop()
 
 
-def test_ldaps_checks_the_server_certificate(tmp_path: Path, settings: Settings,
+def test_ldaps_checks_the_server_certificate(tmp_path: Path, settings: ProfileDirectory,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     own = Slapd(tmp_path / "tls-slapd", tls=True)
     own.start()
