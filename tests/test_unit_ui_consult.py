@@ -5,8 +5,9 @@ caller, then the transferee) and C (the consulted party), each its own process.
 The panel is drawn in this process on SDL's offscreen driver and talks to the
 unit only through its control socket (kiosk.ui.remote.RemoteDesk), the way the
 product's panel process does; every step is a tap at a widget's position
-(Kivy's UnitTestTouch): Answer, C's number on the keypad, Transfer with
-consultation, Transfer: Confirm, for an English and a Russian operator. What is
+(Kivy's UnitTestTouch): Answer, Transfer with consultation and C's number in
+the prompt it opens (with B in conversation the keypad is B's tone pad),
+Transfer: Confirm, for an English and a Russian operator. What is
 asserted is what the screen drew in its frames (every row's state word and
 note, sampled after each frame: the transfer's outcome must have been drawn on
 B's row, which the table keeps a while after the call ended), the notes each
@@ -160,7 +161,8 @@ class Screen:
         return row is not None and row.state_word == self.panel.texts.state(state)
 
     def refusals(self) -> list[ev.ActionFailed]:
-        return [e for e in list(self.events) if isinstance(e, ev.ActionFailed)]
+        """What was refused or failed; not the "number required" that opens the number prompt (asked for)."""
+        return [e for e in list(self.events) if isinstance(e, ev.ActionFailed) and e.code != "number_required"]
 
     def report(self) -> str:
         return (f"rows drawn: {self.drawn}\nrows as events set them: {self.applied}\n"
@@ -248,11 +250,17 @@ def test_consult_and_confirm_tapped_on_the_panel_connects_caller_and_consulted_p
     if banner is not None:
         screen.until(lambda: not banner.shown, "the banner gone once the call was answered")
 
-    # --- C's number by taps on the keypad, then Transfer with consultation
-    for key in "2003":
-        screen.tap(panel.keypad.keys[key])
-    screen.until(lambda: panel.number_field.text == "2003", "the number typed on the keypad")
+    # --- Transfer with consultation, then C's number by taps in the prompt it opens: with B in
+    # conversation the panel's keypad is B's tone pad, so the number is asked for where no tone goes.
     screen.tap(panel.buttons["transfer_consult"])
+    popup = screen.until(lambda: panel.popup if panel.popup is not None and panel.popup.parent else None,
+                         "the number prompt of Transfer with consultation")
+    for key in "2003":
+        screen.tap(popup.keypad.keys[key])
+    screen.until(lambda: popup.number == "2003", "the number typed in the prompt")
+    screen.tap(popup.ok)
+    asked = [e for e in list(screen.events) if isinstance(e, ev.ActionFailed) and e.code == "number_required"]
+    assert [e.action for e in asked] == ["transfer_consult"], asked
     c_row = screen.until(lambda: next((r for r in panel.table.rows if r != b_row and screen.shows(r, "consulting")),
                                       None), "C's call consulting after Transfer with consultation")
     screen.until(lambda: screen.shows(b_row, "on hold"), "B's call on hold during the consultation")

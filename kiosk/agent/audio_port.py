@@ -124,8 +124,18 @@ class BridgePort(pj.AudioMediaPort):
         fmt.init(pj.PJMEDIA_FORMAT_PCM, RATE, 1, FRAME * 1_000_000 // RATE, 16)
         self.createPort(name, fmt)
 
+    def _torn_down(self) -> bool:
+        """Whether Python has already emptied this object while its C++ side still receives frames.
+
+        Dropping the port frees the Python object's attributes first and the C++ port (which leaves
+        the conference bridge) after: a media-clock tick in between calls in here on an empty
+        object. Seen once at a unit's stop, as two tracebacks in its log."""
+        return "_failed" not in self.__dict__
+
     def onFrameRequested(self, frame: "pj.MediaFrame") -> None:  # noqa: N802 - pjsua2 callback
         """pjmedia wants the next 20 ms of what the operator says."""
+        if self._torn_down():
+            return
         t0 = time.thread_time()
         try:
             self.tick += 1
@@ -146,6 +156,8 @@ class BridgePort(pj.AudioMediaPort):
 
     def onFrameReceived(self, frame: "pj.MediaFrame") -> None:  # noqa: N802 - pjsua2 callback
         """pjmedia hands over 20 ms of what the operator should hear."""
+        if self._torn_down():
+            return
         t0 = time.thread_time()
         try:
             if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or frame.size == 0:
@@ -161,7 +173,7 @@ class BridgePort(pj.AudioMediaPort):
 
     def _complain(self) -> None:
         # An exception escaping a SWIG director is printed on every frame: log the first only.
-        if not self._failed:
+        if not self.__dict__.get("_failed", True):
             self._failed = True
             log.exception("local audio port failed (further failures not logged)")
 
