@@ -376,6 +376,7 @@ class PjAgent:
         self.lines.create()
         self.lines.start_keepalive()  # keep-alives and unanswered calls (keepalive.py)
         self.periodic.append(self._audit_calls)
+        self.periodic.append(self._tones_idle)
         self.periodic.append(NetWatch(self, sip.host))
         self.rtp_watch = RtpWatch(self, sip.rtp_timeout_seconds)
         self.periodic.append(self.rtp_watch)
@@ -632,6 +633,10 @@ class PjAgent:
         else:
             self.media.start_recording(call, path)
 
+
+    def _tones_idle(self, now: float) -> None:
+        if self.tones is not None:
+            self.tones.idle(now)
 
     def _tone(self, kind: str | None) -> None:
         if self.tones is None:

@@ -97,13 +97,22 @@ class Tones:
             log.warning("ring device %r is not open: ringing in the headset", device)
         return self._ear()
 
-    def _gen(self, name: str, out: "pj.AudioMedia") -> "pj.ToneGenerator":
-        """The named generator, made on first use and moved to `out` when it played elsewhere."""
+    def _make(self, name: str) -> "pj.ToneGenerator":
         gen = self._gens.get(name)
         if gen is None:
             gen = pj.ToneGenerator()
             gen.createToneGenerator(RATE, 1)
             self._gens[name] = gen
+        return gen
+
+    def _gen(self, name: str, out: "pj.AudioMedia") -> "pj.ToneGenerator":
+        """The named generator, connected to `out` (moved there when it played elsewhere).
+
+        A generator is connected only while it plays (`idle` lets go of it after): a port
+        connected to the sound device keeps pjsua's device open, and with the null device of a
+        unit without a headset that is a clock thread waking 50 times a second for nothing
+        (measured: 0.8 % of a core idle before, 1.5 % with the generators always connected)."""
+        gen = self._make(name)
         old = self._outs.get(name)
         if old is None or old.getPortId() != out.getPortId():
             if old is not None:
@@ -118,9 +127,29 @@ class Tones:
     def prepare(self) -> None:
         """At start (and after a reload): open the ring device now, so that the first ring does not
         wait for its device process; make the generators, so that the first tone does not wait either."""
-        self._gen("ring", self._ring_out())
-        self._gen("ear", self._ear())
-        self._gen("key", self._ear())
+        self._ring_out()
+        for name in ("ring", "ear", "key"):
+            self._make(name)
+
+    def idle(self, now: float) -> None:
+        """Periodic (agent thread): disconnect each generator that has stopped playing."""
+        for name in list(self._outs):
+            gen = self._gens.get(name)
+            try:
+                busy = gen is not None and gen.isBusy()
+            except pj.Error:
+                busy = False
+            if not busy:
+                self._disconnect(name)
+
+    def _disconnect(self, name: str) -> None:
+        gen, out = self._gens.get(name), self._outs.pop(name, None)
+        if gen is None or out is None:
+            return
+        try:
+            gen.stopTransmit(out)
+        except pj.Error:
+            pass  # that port is gone, and its connections with it
 
     # --- requests ----------------------------------------------------------
 
@@ -175,6 +204,7 @@ class Tones:
                 gen.stop()
             except pj.Error as exc:
                 log.warning("tone %s: stop failed: %s", name, exc.reason)
+            self._disconnect(name)
 
     # --- life cycle --------------------------------------------------------
 
